@@ -1,0 +1,149 @@
+-- Entitlements: database-driven plan limits and feature flags (seed 000 §5).
+
+-- What each feature key measures. A limit without a meter is reported without usage.
+CREATE TABLE @extschema@.feature_definitions (
+    feature_key       text PRIMARY KEY CHECK (feature_key ~ '^[a-z][a-z0-9_]{0,62}$'),
+    kind              text NOT NULL CHECK (kind IN ('limit', 'flags')),
+    -- For limits: which usage_events.event_type counts against it, over which window, and how.
+    usage_event_type  text,
+    usage_window      text CHECK (usage_window IN ('month', 'lifetime')),
+    usage_measure     text CHECK (usage_measure IN ('sum', 'unique_users', 'members')),
+    description       text NOT NULL,
+    CONSTRAINT feature_definitions_meter_check CHECK (
+        (kind = 'flags' AND usage_measure IS NULL)
+        OR (kind = 'limit' AND (usage_measure IS NULL
+                                OR usage_measure = 'members'
+                                OR (usage_event_type IS NOT NULL AND usage_window IS NOT NULL)))
+    ),
+    CONSTRAINT feature_definitions_unique_users_window_check
+        CHECK (usage_measure IS DISTINCT FROM 'unique_users' OR usage_window = 'month')
+);
+
+CREATE TABLE @extschema@.plan_features (
+    id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    plan         text NOT NULL CHECK (plan IN ('free', 'pro', 'business', 'enterprise')),
+    feature_key  text NOT NULL REFERENCES @extschema@.feature_definitions (feature_key) ON UPDATE CASCADE,
+    -- Numeric limit; -1 means unlimited. NULL for the flags row.
+    limit_value  bigint CHECK (limit_value >= -1),
+    -- Boolean feature flags, only on the 'features' row: {"api_access": true, ...}.
+    flags        jsonb CHECK (flags IS NULL OR jsonb_typeof(flags) = 'object'),
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (plan, feature_key),
+    CONSTRAINT plan_features_value_check CHECK ((limit_value IS NULL) <> (flags IS NULL))
+);
+
+COMMENT ON TABLE @extschema@.plan_features IS
+    'Limits and flags per plan. Change them with UPDATE; check_feature_access reads them on every call.';
+
+CREATE INDEX plan_features_feature_key_idx ON @extschema@.plan_features (feature_key);
+
+CREATE TRIGGER update_plan_features_updated_at
+    BEFORE UPDATE ON @extschema@.plan_features
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.update_updated_at_column();
+
+INSERT INTO @extschema@.feature_definitions
+    (feature_key, kind, usage_event_type, usage_window, usage_measure, description) VALUES
+    ('max_records',             'limit', 'record_created',    'lifetime', 'sum',          'Records stored (record_created events, net of negative corrections)'),
+    ('max_api_calls_per_month', 'limit', 'api_call',          'month',    'sum',          'API calls per calendar month (UTC)'),
+    ('max_automations',         'limit', 'automation_run',    'month',    'sum',          'Automation runs per calendar month (UTC)'),
+    ('max_storage_gb',          'limit', 'storage_used',      'lifetime', 'sum',          'Storage in GB (storage_used events are deltas in GB)'),
+    ('max_mau',                 'limit', 'user_active',       'month',    'unique_users', 'Distinct active users per calendar month (UTC)'),
+    ('max_schedules',           'limit', 'schedule_executed', 'month',    'sum',          'Scheduled executions per calendar month (UTC)'),
+    ('max_ai_tokens_per_month', 'limit', 'ai_tokens_used',    'month',    'sum',          'AI tokens per calendar month (UTC)'),
+    ('max_seats',               'limit', NULL,                NULL,       'members',      'Members of the organization'),
+    ('features',                'flags', NULL,                NULL,       NULL,           'Boolean feature flags of the plan');
+
+-- 4 plans x 9 feature keys = 36 rows.
+INSERT INTO @extschema@.plan_features (plan, feature_key, limit_value, flags)
+SELECT p.plan, v.feature_key, v.limits[p.n], NULL
+FROM (VALUES ('free', 1), ('pro', 2), ('business', 3), ('enterprise', 4)) AS p (plan, n)
+CROSS JOIN (VALUES
+    ('max_records',             ARRAY[100, 10000, 100000, -1]::bigint[]),
+    ('max_api_calls_per_month', ARRAY[1000, 100000, 1000000, -1]::bigint[]),
+    ('max_automations',         ARRAY[5, 100, 1000, -1]::bigint[]),
+    ('max_storage_gb',          ARRAY[1, 10, 100, -1]::bigint[]),
+    ('max_mau',                 ARRAY[100, 1000, 10000, -1]::bigint[]),
+    ('max_schedules',           ARRAY[5, 50, 500, -1]::bigint[]),
+    ('max_ai_tokens_per_month', ARRAY[10000, 1000000, 10000000, -1]::bigint[]),
+    ('max_seats',               ARRAY[1, 5, 50, -1]::bigint[])
+) AS v (feature_key, limits)
+UNION ALL
+SELECT plan, 'features', NULL, flags
+FROM (VALUES
+    ('free', '{"basic_features": true, "api_access": false, "advanced_analytics": false, "sso": false, "custom_branding": false, "priority_support": false, "dedicated_support": false, "custom_contracts": false}'::jsonb),
+    ('pro', '{"basic_features": true, "api_access": true, "advanced_analytics": true, "sso": false, "custom_branding": false, "priority_support": false, "dedicated_support": false, "custom_contracts": false}'::jsonb),
+    ('business', '{"basic_features": true, "api_access": true, "advanced_analytics": true, "sso": true, "custom_branding": true, "priority_support": true, "dedicated_support": false, "custom_contracts": false}'::jsonb),
+    ('enterprise', '{"basic_features": true, "api_access": true, "advanced_analytics": true, "sso": true, "custom_branding": true, "priority_support": true, "dedicated_support": true, "custom_contracts": true}'::jsonb)
+) AS f (plan, flags);
+
+-- The plan whose features an organization gets: its subscription's while that is in good
+-- standing (trialing, active, past_due during dunning), otherwise free.
+CREATE FUNCTION @extschema@.org_effective_plan(org_id uuid)
+RETURNS text
+LANGUAGE sql STABLE -- no SET clause, so the planner can inline it
+AS $$
+    SELECT coalesce(
+        (SELECT s.plan FROM @extschema@.org_subscriptions s
+         WHERE s.organization_id = org_id AND s.status IN ('trialing', 'active', 'past_due')),
+        'free')
+$$;
+
+-- Seats: a member may be added only while the organization is under its plan's max_seats.
+-- The organization row is locked first so two concurrent additions at the limit cannot both pass.
+CREATE FUNCTION @extschema@.enforce_seat_limit()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+DECLARE
+    seat_limit    bigint;
+    member_count  bigint;
+BEGIN
+    PERFORM 1 FROM @extschema@.organizations o WHERE o.id = NEW.organization_id FOR NO KEY UPDATE;
+    SELECT pf.limit_value INTO seat_limit
+    FROM @extschema@.plan_features pf
+    WHERE pf.plan = @extschema@.org_effective_plan(NEW.organization_id)
+      AND pf.feature_key = 'max_seats';
+    IF seat_limit IS NULL OR seat_limit = -1 THEN
+        RETURN NEW;
+    END IF;
+    SELECT count(*) INTO member_count
+    FROM @extschema@.organization_members m
+    WHERE m.organization_id = NEW.organization_id;
+    IF member_count >= seat_limit THEN
+        RAISE EXCEPTION 'organization % has used all % seats of its plan', NEW.organization_id, seat_limit
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'Upgrade the plan or remove a member first.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER enforce_seat_limit
+    BEFORE INSERT ON @extschema@.organization_members
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.enforce_seat_limit();
+
+REVOKE ALL ON @extschema@.feature_definitions, @extschema@.plan_features
+    FROM PUBLIC, anon, authenticated, service_role;
+GRANT SELECT ON @extschema@.feature_definitions, @extschema@.plan_features TO anon, authenticated;
+GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.feature_definitions, @extschema@.plan_features
+    TO service_role;
+
+ALTER TABLE @extschema@.feature_definitions ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.plan_features ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY feature_definitions_select_all ON @extschema@.feature_definitions
+    FOR SELECT TO anon, authenticated USING (true);
+CREATE POLICY feature_definitions_service_role_all ON @extschema@.feature_definitions
+    FOR ALL TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY plan_features_select_all ON @extschema@.plan_features
+    FOR SELECT TO anon, authenticated USING (true);
+CREATE POLICY plan_features_service_role_all ON @extschema@.plan_features
+    FOR ALL TO service_role USING (true) WITH CHECK (true);
+
+REVOKE ALL ON FUNCTION @extschema@.org_effective_plan(uuid) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.org_effective_plan(uuid) TO authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.enforce_seat_limit() FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.check_feature_access(uuid, text, uuid) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.check_feature_access(uuid, text, uuid) TO authenticated, service_role;

@@ -1,0 +1,143 @@
+-- Organizations: personal and team workspaces, and who belongs to them with which role (seed 000 §2).
+
+CREATE TABLE @extschema@.organizations (
+    id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    name         text NOT NULL CHECK (char_length(btrim(name)) BETWEEN 1 AND 100),
+    slug         text NOT NULL UNIQUE
+                 CHECK (slug ~ '^[a-z0-9]+(-[a-z0-9]+)*$' AND char_length(slug) BETWEEN 3 AND 63),
+    -- Deleting a user deletes the workspaces they own: transfer ownership first to keep a team.
+    owner_id     uuid NOT NULL REFERENCES @extschema@.users (id) ON DELETE CASCADE,
+    is_personal  boolean NOT NULL DEFAULT false,
+    org_type     text NOT NULL DEFAULT 'business'
+                 CHECK (org_type IN ('personal', 'business', 'family', 'education', 'other')),
+    description  text CHECK (char_length(description) <= 2000),
+    avatar_url   text,
+    settings     jsonb NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(settings) = 'object'),
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT organizations_personal_type_check CHECK (is_personal = (org_type = 'personal'))
+);
+
+COMMENT ON TABLE @extschema@.organizations IS
+    'Workspaces. Every user has exactly one personal organization; team organizations are created with create_organization().';
+
+-- One personal organization per user: also what makes the signup trigger idempotent.
+CREATE UNIQUE INDEX organizations_one_personal_per_owner ON @extschema@.organizations (owner_id)
+    WHERE is_personal;
+CREATE INDEX organizations_owner_id_idx ON @extschema@.organizations (owner_id);
+
+CREATE TABLE @extschema@.organization_members (
+    id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    organization_id  uuid NOT NULL REFERENCES @extschema@.organizations (id) ON DELETE CASCADE,
+    user_id          uuid NOT NULL REFERENCES @extschema@.users (id) ON DELETE CASCADE,
+    role             text NOT NULL DEFAULT 'member'
+                     CHECK (role IN ('owner', 'admin', 'member', 'viewer')),
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (organization_id, user_id)
+);
+
+-- (organization_id, user_id) is covered by the unique constraint; policies also look up by user.
+CREATE INDEX organization_members_user_id_idx ON @extschema@.organization_members (user_id, organization_id, role);
+
+CREATE TRIGGER update_organizations_updated_at
+    BEFORE UPDATE ON @extschema@.organizations
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.update_updated_at_column();
+CREATE TRIGGER update_organization_members_updated_at
+    BEFORE UPDATE ON @extschema@.organization_members
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.update_updated_at_column();
+
+-- Policy helpers. SECURITY DEFINER so that a policy on organization_members can ask about
+-- memberships without recursing into its own policy; each returns only the caller's own rows.
+CREATE FUNCTION @extschema@.current_user_org_ids(roles text[] DEFAULT NULL)
+RETURNS SETOF uuid
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+    SELECT m.organization_id
+    FROM @extschema@.organization_members m
+    WHERE m.user_id = auth.uid()
+      AND (roles IS NULL OR m.role = ANY (roles))
+$$;
+COMMENT ON FUNCTION @extschema@.current_user_org_ids(text[]) IS
+    'Organizations the caller (auth.uid()) belongs to, optionally only those where their role is one of roles.';
+REVOKE ALL ON FUNCTION @extschema@.current_user_org_ids(text[]) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.current_user_org_ids(text[]) TO authenticated, service_role;
+
+-- Privileges.
+REVOKE ALL ON @extschema@.organizations FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON @extschema@.organization_members FROM PUBLIC, anon, authenticated, service_role;
+GRANT SELECT, DELETE ON @extschema@.organizations TO authenticated;
+-- owner_id, is_personal and org_type are not editable through the API.
+GRANT UPDATE (name, slug, description, avatar_url, settings) ON @extschema@.organizations TO authenticated;
+GRANT SELECT, INSERT, DELETE ON @extschema@.organization_members TO authenticated;
+GRANT UPDATE (role) ON @extschema@.organization_members TO authenticated;
+GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.organizations, @extschema@.organization_members TO service_role;
+
+ALTER TABLE @extschema@.organizations ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.organization_members ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY organizations_select_member ON @extschema@.organizations
+    FOR SELECT TO authenticated
+    USING (owner_id = (SELECT auth.uid())
+           OR id IN (SELECT @extschema@.current_user_org_ids()));
+
+CREATE POLICY organizations_update_admin ON @extschema@.organizations
+    FOR UPDATE TO authenticated
+    USING (id IN (SELECT @extschema@.current_user_org_ids(ARRAY['owner', 'admin'])))
+    WITH CHECK (id IN (SELECT @extschema@.current_user_org_ids(ARRAY['owner', 'admin'])));
+
+-- Personal workspaces live as long as their user.
+CREATE POLICY organizations_delete_owner ON @extschema@.organizations
+    FOR DELETE TO authenticated
+    USING (NOT is_personal AND id IN (SELECT @extschema@.current_user_org_ids(ARRAY['owner'])));
+
+CREATE POLICY organizations_service_role_all ON @extschema@.organizations
+    FOR ALL TO service_role USING (true) WITH CHECK (true);
+
+CREATE POLICY organization_members_select_member ON @extschema@.organization_members
+    FOR SELECT TO authenticated
+    USING (organization_id IN (SELECT @extschema@.current_user_org_ids()));
+
+-- Owners and admins add people to team organizations; only owners make owners.
+CREATE POLICY organization_members_insert_admin ON @extschema@.organization_members
+    FOR INSERT TO authenticated
+    WITH CHECK (
+        organization_id IN (SELECT @extschema@.current_user_org_ids(ARRAY['owner', 'admin']))
+        AND (role <> 'owner' OR organization_id IN (SELECT @extschema@.current_user_org_ids(ARRAY['owner'])))
+        AND NOT EXISTS (SELECT 1 FROM @extschema@.organizations o
+                        WHERE o.id = organization_id AND o.is_personal)
+    );
+
+-- Nobody changes their own role; admins cannot touch owners or make new ones.
+CREATE POLICY organization_members_update_admin ON @extschema@.organization_members
+    FOR UPDATE TO authenticated
+    USING (
+        user_id <> (SELECT auth.uid())
+        AND organization_id IN (SELECT @extschema@.current_user_org_ids(ARRAY['owner', 'admin']))
+        AND (role <> 'owner' OR organization_id IN (SELECT @extschema@.current_user_org_ids(ARRAY['owner'])))
+    )
+    WITH CHECK (
+        user_id <> (SELECT auth.uid())
+        AND organization_id IN (SELECT @extschema@.current_user_org_ids(ARRAY['owner', 'admin']))
+        AND (role <> 'owner' OR organization_id IN (SELECT @extschema@.current_user_org_ids(ARRAY['owner'])))
+    );
+
+-- Owners and admins remove others (admins not owners); anyone but an owner may leave.
+CREATE POLICY organization_members_delete ON @extschema@.organization_members
+    FOR DELETE TO authenticated
+    USING (
+        (user_id = (SELECT auth.uid()) AND role <> 'owner')
+        OR (user_id <> (SELECT auth.uid())
+            AND organization_id IN (SELECT @extschema@.current_user_org_ids(ARRAY['owner', 'admin']))
+            AND (role <> 'owner' OR organization_id IN (SELECT @extschema@.current_user_org_ids(ARRAY['owner']))))
+    );
+
+CREATE POLICY organization_members_service_role_all ON @extschema@.organization_members
+    FOR ALL TO service_role USING (true) WITH CHECK (true);
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.organizations', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.organization_members', '');
+
+REVOKE ALL ON FUNCTION @extschema@.create_organization(text, text, text) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.create_organization(text, text, text) TO authenticated;

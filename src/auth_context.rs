@@ -1,0 +1,104 @@
+//! Who is calling: the Supabase user (`auth.uid()`) and whether the caller acts as the service role.
+use std::cell::Cell;
+use std::ffi::CStr;
+
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+
+use crate::errors;
+use crate::spi::{Expect, Statement};
+
+static CURRENT_UID: Statement = Statement::read("SELECT auth.uid()", &[]);
+
+/// `auth.uid()`, whichever definition the database has (Supabase's or saas_core's).
+pub fn current_uid(client: &SpiClient<'_>) -> Option<pgrx::Uuid> {
+    client
+        .select(CURRENT_UID.prepared(client), Some(1), &[])
+        .and_then(|t| t.first().get_one::<pgrx::Uuid>())
+        .or_fail("auth.uid() failed")
+}
+
+thread_local! {
+    static SERVICE_ROLE_OID: Cell<Option<pg_sys::Oid>> = const { Cell::new(None) };
+}
+
+/// True when the role the request runs as (PostgREST's `SET LOCAL ROLE`, not the owner of a
+/// SECURITY DEFINER function) has the privileges of `service_role`; superusers do.
+///
+/// The JWT `role` claim alone never counts: any session can set `request.jwt.claims`, while
+/// only a member of service_role can `SET ROLE service_role`.
+pub fn caller_is_service_role() -> bool {
+    // SAFETY: plain catalog lookups on the backend's own state.
+    unsafe {
+        let outer = pg_sys::GetOuterUserId();
+        if pg_sys::superuser_arg(outer) {
+            return true;
+        }
+        let service_role = SERVICE_ROLE_OID.with(|cached| match cached.get() {
+            Some(oid) => oid,
+            None => {
+                let name: &CStr = c"service_role";
+                let oid = pg_sys::get_role_oid(name.as_ptr(), true);
+                if oid != pg_sys::InvalidOid {
+                    cached.set(Some(oid));
+                }
+                oid
+            }
+        });
+        service_role != pg_sys::InvalidOid && pg_sys::has_privs_of_role(outer, service_role)
+    }
+}
+
+/// Lets the service role act for anyone, and anybody else only for themself.
+pub fn require_self_or_service(client: &SpiClient<'_>, user_id: pgrx::Uuid, action: &str) {
+    if caller_is_service_role() {
+        return;
+    }
+    match current_uid(client) {
+        Some(uid) if uid == user_id => {}
+        Some(_) => errors::insufficient_privilege(format!("{action}: a user may only act for themself")),
+        None => errors::insufficient_privilege(format!("{action}: not authenticated")),
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn uid_reads_claims_and_legacy_claim() {
+        Spi::run("SELECT set_config('request.jwt.claims', '{\"sub\":\"00000000-0000-0000-0000-000000000001\",\"role\":\"authenticated\"}', true)").unwrap();
+        assert_eq!(
+            Spi::get_one::<String>("SELECT auth.uid()::text").unwrap().as_deref(),
+            Some("00000000-0000-0000-0000-000000000001")
+        );
+        assert_eq!(Spi::get_one::<String>("SELECT auth.role()").unwrap().as_deref(), Some("authenticated"));
+        // '' counts as unset, so the JSON claims still answer.
+        Spi::run("SELECT set_config('request.jwt.claim.sub', '', true)").unwrap();
+        assert_eq!(
+            Spi::get_one::<String>("SELECT auth.uid()::text").unwrap().as_deref(),
+            Some("00000000-0000-0000-0000-000000000001")
+        );
+        Spi::run("SELECT set_config('request.jwt.claims', '', true)").unwrap();
+        assert_eq!(Spi::get_one::<pgrx::Uuid>("SELECT auth.uid()").unwrap(), None);
+        Spi::run("SELECT set_config('request.jwt.claim.sub', '00000000-0000-0000-0000-000000000002', true)").unwrap();
+        assert_eq!(
+            Spi::get_one::<String>("SELECT auth.uid()::text").unwrap().as_deref(),
+            Some("00000000-0000-0000-0000-000000000002")
+        );
+    }
+
+    #[pg_test]
+    fn superuser_counts_as_service_role_but_authenticated_does_not() {
+        assert!(crate::auth_context::caller_is_service_role());
+        Spi::run("SET LOCAL ROLE authenticated").unwrap();
+        assert!(!crate::auth_context::caller_is_service_role());
+        // A forged role claim grants nothing.
+        Spi::run("SELECT set_config('request.jwt.claims', '{\"role\":\"service_role\"}', true)").unwrap();
+        assert!(!crate::auth_context::caller_is_service_role());
+        Spi::run("RESET ROLE").unwrap();
+        Spi::run("SET LOCAL ROLE service_role").unwrap();
+        assert!(crate::auth_context::caller_is_service_role());
+    }
+}

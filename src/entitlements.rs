@@ -1,0 +1,271 @@
+//! Entitlements: plan limits and feature flags, answered per request (sql/entitlements.sql).
+use pgrx::prelude::*;
+use pgrx::{JsonB, Uuid};
+use serde_json::{json, Map, Value};
+
+use crate::auth_context;
+use crate::errors;
+use crate::spi::{Expect, types, Statement};
+
+pgrx::extension_sql_file!(
+    "../sql/entitlements.sql",
+    name = "entitlements",
+    requires = ["billing", check_feature_access]
+);
+
+/// Everything one answer needs, in one round trip. Usage comes from the monthly rollup rows
+/// (one row per month at most), never from the raw event log.
+static FEATURE_ACCESS: Statement = Statement::read(
+    "WITH plan AS (
+         SELECT org_effective_plan($3) AS plan,
+                (SELECT s.status FROM org_subscriptions s WHERE s.organization_id = $3) AS status
+     ), feature AS (
+         SELECT d.kind, d.usage_event_type, d.usage_window, d.usage_measure
+         FROM feature_definitions d WHERE d.feature_key = $2
+     ), flags AS (
+         SELECT f.plan, f.flags FROM plan_features f WHERE f.feature_key = 'features'
+     )
+     SELECT
+         (SELECT m.role FROM organization_members m WHERE m.organization_id = $3 AND m.user_id = $1),
+         p.plan,
+         p.status,
+         f.kind,
+         f.usage_window,
+         pf.limit_value,
+         (SELECT fl.flags FROM flags fl WHERE fl.plan = p.plan),
+         EXISTS (SELECT 1 FROM flags fl WHERE fl.flags ? $2),
+         (CASE f.usage_measure
+             WHEN 'members' THEN
+                 (SELECT count(*) FROM organization_members x WHERE x.organization_id = $3)::numeric
+             WHEN 'sum' THEN
+                 (SELECT coalesce(sum(a.total_quantity), 0) FROM usage_aggregations a
+                  WHERE a.organization_id = $3 AND a.event_type = f.usage_event_type
+                    AND a.period = 'monthly'
+                    AND (f.usage_window = 'lifetime'
+                         OR a.period_start = date_trunc('month', now(), 'UTC')))
+             WHEN 'unique_users' THEN
+                 (SELECT coalesce(sum(a.unique_users), 0) FROM usage_aggregations a
+                  WHERE a.organization_id = $3 AND a.event_type = f.usage_event_type
+                    AND a.period = 'monthly'
+                    AND a.period_start = date_trunc('month', now(), 'UTC'))::numeric
+          END)::float8
+     FROM plan p
+     LEFT JOIN feature f ON true
+     LEFT JOIN plan_features pf ON pf.plan = p.plan AND pf.feature_key = $2",
+    &[types::UUID, types::TEXT, types::UUID],
+);
+
+struct Answer {
+    member_role: Option<String>,
+    plan: String,
+    status: Option<String>,
+    kind: Option<String>,
+    window: Option<String>,
+    limit: Option<i64>,
+    plan_flags: Option<Value>,
+    is_flag: bool,
+    usage: Option<f64>,
+}
+
+/// What `user_id` may do in `org_id` regarding `feature_key`:
+/// `{"limit": 100, "usage": 12, "remaining": 88, "allowed": true, "plan": "free", ...}`
+/// for limits (`-1` = unlimited), `{"enabled": true, "allowed": true, ...}` for boolean flags.
+///
+/// The service role may ask about anyone; any other caller only about themself. A user who
+/// is not a member of the organization learns nothing about it (42501). Unknown keys: 22023.
+#[pg_extern(stable, security_definer)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn check_feature_access(
+    user_id: Option<Uuid>,
+    feature_key: Option<&str>,
+    org_id: Option<Uuid>,
+) -> JsonB {
+    let user_id = errors::required(user_id, "user_id");
+    let feature_key = errors::required(feature_key, "feature_key");
+    let org_id = errors::required(org_id, "org_id");
+    let answer = Spi::connect(|client| {
+        auth_context::require_self_or_service(client, user_id, "check_feature_access");
+        let table = client
+            .select(
+                FEATURE_ACCESS.prepared(client),
+                Some(1),
+                &[user_id.into(), feature_key.into(), org_id.into()],
+            )
+            .or_fail("feature lookup failed");
+        let row = table.first();
+        Answer {
+            member_role: column(&row, 1),
+            plan: column(&row, 2).unwrap_or_else(|| "free".into()),
+            status: column(&row, 3),
+            kind: column(&row, 4),
+            window: column(&row, 5),
+            limit: column(&row, 6),
+            plan_flags: column::<JsonB>(&row, 7).map(|j| j.0),
+            is_flag: column(&row, 8).unwrap_or(false),
+            usage: column(&row, 9),
+        }
+    });
+
+    if answer.kind.is_none() && !answer.is_flag {
+        errors::invalid_parameter(format!("check_feature_access: unknown feature key \"{feature_key}\""));
+    }
+    if answer.member_role.is_none() {
+        errors::insufficient_privilege(
+            "check_feature_access: the user is not a member of this organization",
+        );
+    }
+    JsonB(Value::Object(describe(feature_key, answer)))
+}
+
+fn column<T: pgrx::FromDatum + pgrx::IntoDatum>(row: &pgrx::spi::SpiTupleTable<'_>, i: usize) -> Option<T> {
+    row.get(i).or_fail("feature lookup row")
+}
+
+fn describe(feature_key: &str, a: Answer) -> Map<String, Value> {
+    let mut out = Map::new();
+    out.insert("feature_key".into(), json!(feature_key));
+    out.insert("plan".into(), json!(a.plan));
+    out.insert("subscription_status".into(), json!(a.status));
+    out.insert("role".into(), json!(a.member_role));
+    match a.kind.as_deref() {
+        Some("limit") => {
+            let usage = a.usage.unwrap_or(0.0);
+            let (allowed, remaining) = match a.limit {
+                Some(-1) => (true, Value::Null),
+                Some(limit) => {
+                    let left = (limit as f64 - usage).max(0.0);
+                    (usage < limit as f64, number(left))
+                }
+                // A limit with no row for this plan is not granted.
+                None => (false, json!(0)),
+            };
+            out.insert("type".into(), json!("limit"));
+            out.insert("limit".into(), json!(a.limit));
+            out.insert("unlimited".into(), json!(a.limit == Some(-1)));
+            out.insert("usage".into(), number(usage));
+            out.insert("remaining".into(), remaining);
+            out.insert("allowed".into(), json!(allowed));
+            out.insert("window".into(), json!(a.window.as_deref().unwrap_or("current")));
+        }
+        Some(_) => {
+            // The 'features' key itself: all of the plan's flags.
+            out.insert("type".into(), json!("flags"));
+            out.insert("limit".into(), Value::Null);
+            out.insert("features".into(), a.plan_flags.unwrap_or_else(|| json!({})));
+            out.insert("allowed".into(), json!(true));
+        }
+        None => {
+            let enabled = a
+                .plan_flags
+                .as_ref()
+                .and_then(|f| f.get(feature_key))
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            out.insert("type".into(), json!("flag"));
+            out.insert("limit".into(), Value::Null);
+            out.insert("enabled".into(), json!(enabled));
+            out.insert("allowed".into(), json!(enabled));
+        }
+    }
+    out
+}
+
+/// Whole numbers print as integers (12, not 12.0).
+fn number(x: f64) -> Value {
+    if x.fract() == 0.0 && x.abs() < 9.0e15 {
+        json!(x as i64)
+    } else {
+        json!(x)
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+    use serde_json::Value;
+
+    const ADA: &str = "00000000-0000-0000-0000-0000000000e1";
+    const EVE: &str = "00000000-0000-0000-0000-0000000000e2";
+
+    fn setup() -> String {
+        Spi::run(&format!("INSERT INTO auth.users (id, email) VALUES ('{ADA}', 'ada@e.example'), ('{EVE}', 'eve@e.example')")).unwrap();
+        Spi::get_one::<String>(&format!("SELECT id::text FROM organizations WHERE owner_id = '{ADA}'"))
+            .unwrap()
+            .unwrap()
+    }
+
+    fn access(user: &str, key: &str, org: &str) -> Value {
+        Spi::get_one::<pgrx::JsonB>(&format!("SELECT check_feature_access('{user}', '{key}', '{org}')"))
+            .unwrap()
+            .unwrap()
+            .0
+    }
+
+    #[pg_test]
+    fn free_plan_record_limit_and_usage() {
+        let org = setup();
+        let a = access(ADA, "max_records", &org);
+        assert_eq!(a["limit"], 100);
+        assert_eq!(a["usage"], 0);
+        assert_eq!(a["allowed"], true);
+        Spi::run(&format!("INSERT INTO usage_events (organization_id, user_id, event_type, quantity) VALUES ('{org}', '{ADA}', 'record_created', 98), ('{org}', '{ADA}', 'record_created', 2)")).unwrap();
+        let a = access(ADA, "max_records", &org);
+        assert_eq!(a["usage"], 100);
+        assert_eq!(a["remaining"], 0);
+        assert_eq!(a["allowed"], false);
+    }
+
+    #[pg_test]
+    fn upgrading_the_plan_changes_the_answer() {
+        let org = setup();
+        Spi::run(&format!("UPDATE org_subscriptions SET plan = 'enterprise' WHERE organization_id = '{org}'")).unwrap();
+        let a = access(ADA, "max_api_calls_per_month", &org);
+        assert_eq!(a["limit"], -1);
+        assert_eq!(a["unlimited"], true);
+        assert_eq!(a["allowed"], true);
+        assert_eq!(access(ADA, "sso", &org)["enabled"], true);
+        // A canceled subscription falls back to the free plan.
+        Spi::run(&format!("UPDATE org_subscriptions SET status = 'canceled' WHERE organization_id = '{org}'")).unwrap();
+        assert_eq!(access(ADA, "sso", &org)["enabled"], false);
+        assert_eq!(access(ADA, "max_api_calls_per_month", &org)["limit"], 1000);
+    }
+
+    #[pg_test]
+    fn flags_answer_for_the_plan() {
+        let org = setup();
+        let a = access(ADA, "api_access", &org);
+        assert_eq!(a["type"], "flag");
+        assert_eq!(a["enabled"], false);
+        let all = access(ADA, "features", &org);
+        assert_eq!(all["features"]["basic_features"], true);
+    }
+
+    #[pg_test(error = "check_feature_access: unknown feature key \"max_unicorns\"")]
+    fn unknown_key_is_invalid_parameter() {
+        let org = setup();
+        access(ADA, "max_unicorns", &org);
+    }
+
+    #[pg_test(error = "check_feature_access: the user is not a member of this organization")]
+    fn non_member_learns_nothing() {
+        let org = setup();
+        access(EVE, "max_records", &org);
+    }
+
+    #[pg_test(error = "check_feature_access: a user may only act for themself")]
+    fn authenticated_user_cannot_ask_about_others() {
+        let org = setup();
+        Spi::run("SET LOCAL ROLE authenticated").unwrap();
+        Spi::run(&format!("SELECT set_config('request.jwt.claims', '{{\"sub\":\"{EVE}\"}}', true)")).unwrap();
+        access(ADA, "max_records", &org);
+    }
+
+    #[pg_test]
+    fn authenticated_user_asks_about_themself() {
+        let org = setup();
+        Spi::run("SET LOCAL ROLE authenticated").unwrap();
+        Spi::run(&format!("SELECT set_config('request.jwt.claims', '{{\"sub\":\"{ADA}\"}}', true)")).unwrap();
+        assert_eq!(access(ADA, "max_seats", &org)["usage"], 1);
+    }
+}

@@ -1,0 +1,75 @@
+//! SPI plumbing: statements are planned once per backend and reused on every call.
+//!
+//! SQL run from Rust names tables without a schema: every function that reaches tables is
+//! SECURITY DEFINER with `search_path = pg_catalog, <extension schema>, pg_temp`, so names
+//! resolve to the extension's schema (chosen at CREATE EXTENSION time) and never to pg_temp.
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use pgrx::pg_sys::PgOid;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient};
+
+thread_local! {
+    // Keyed by the address of the 'static SQL text: one entry per call site.
+    static PREPARED: RefCell<HashMap<usize, &'static OwnedPreparedStatement>> =
+        RefCell::new(HashMap::new());
+}
+
+/// A statement's text and argument types, declared next to the code that runs it.
+pub struct Statement {
+    pub sql: &'static str,
+    pub args: &'static [PgOid],
+    /// Writes (INSERT/UPDATE/DELETE or volatile functions): planned as non-read-only.
+    pub writes: bool,
+}
+
+impl Statement {
+    pub const fn read(sql: &'static str, args: &'static [PgOid]) -> Self {
+        Self { sql, args, writes: false }
+    }
+
+    pub const fn write(sql: &'static str, args: &'static [PgOid]) -> Self {
+        Self { sql, args, writes: true }
+    }
+
+    /// The backend's saved plan for this statement, preparing it on first use.
+    pub fn prepared(&'static self, client: &SpiClient<'_>) -> &'static OwnedPreparedStatement {
+        let key = self.sql.as_ptr() as usize;
+        if let Some(stmt) = PREPARED.with(|p| p.borrow().get(&key).copied()) {
+            return stmt;
+        }
+        let stmt = if self.writes {
+            client.prepare_mut(self.sql, self.args)
+        } else {
+            client.prepare(self.sql, self.args)
+        }
+        .unwrap_or_else(|e| panic!("saas_core: cannot prepare statement: {e}"))
+        .keep();
+        // Plans live for the backend's lifetime; PostgreSQL replans them when tables change.
+        let stmt: &'static OwnedPreparedStatement = Box::leak(Box::new(stmt));
+        PREPARED.with(|p| p.borrow_mut().insert(key, stmt));
+        stmt
+    }
+}
+
+/// Type OIDs for statement arguments.
+pub mod types {
+    use pgrx::pg_sys::{self, PgOid};
+
+    pub const UUID: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::UUIDOID);
+    pub const TEXT: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::TEXTOID);
+    pub const BOOL: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::BOOLOID);
+    pub const TIMESTAMPTZ: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::TIMESTAMPTZOID);
+}
+
+/// Unwraps an SPI result. SPI errors that PostgreSQL raised (constraint violations and the
+/// like) have already been reported with their own SQLSTATE; what reaches here is a bug.
+pub trait Expect<T> {
+    fn or_fail(self, what: &str) -> T;
+}
+
+impl<T, E: std::fmt::Display> Expect<T> for Result<T, E> {
+    fn or_fail(self, what: &str) -> T {
+        self.unwrap_or_else(|e| panic!("saas_core: {what}: {e}"))
+    }
+}
