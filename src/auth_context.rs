@@ -56,7 +56,9 @@ pub fn require_self_or_service(client: &SpiClient<'_>, user_id: pgrx::Uuid, acti
     }
     match current_uid(client) {
         Some(uid) if uid == user_id => {}
-        Some(_) => errors::insufficient_privilege(format!("{action}: a user may only act for themself")),
+        Some(_) => {
+            errors::insufficient_privilege(format!("{action}: a user may only act for themself"))
+        }
         None => errors::insufficient_privilege(format!("{action}: not authenticated")),
     }
 }
@@ -70,21 +72,35 @@ mod tests {
     fn uid_reads_claims_and_legacy_claim() {
         Spi::run("SELECT set_config('request.jwt.claims', '{\"sub\":\"00000000-0000-0000-0000-000000000001\",\"role\":\"authenticated\"}', true)").unwrap();
         assert_eq!(
-            Spi::get_one::<String>("SELECT auth.uid()::text").unwrap().as_deref(),
+            Spi::get_one::<String>("SELECT auth.uid()::text")
+                .unwrap()
+                .as_deref(),
             Some("00000000-0000-0000-0000-000000000001")
         );
-        assert_eq!(Spi::get_one::<String>("SELECT auth.role()").unwrap().as_deref(), Some("authenticated"));
+        assert_eq!(
+            Spi::get_one::<String>("SELECT auth.role()")
+                .unwrap()
+                .as_deref(),
+            Some("authenticated")
+        );
         // '' counts as unset, so the JSON claims still answer.
         Spi::run("SELECT set_config('request.jwt.claim.sub', '', true)").unwrap();
         assert_eq!(
-            Spi::get_one::<String>("SELECT auth.uid()::text").unwrap().as_deref(),
+            Spi::get_one::<String>("SELECT auth.uid()::text")
+                .unwrap()
+                .as_deref(),
             Some("00000000-0000-0000-0000-000000000001")
         );
         Spi::run("SELECT set_config('request.jwt.claims', '', true)").unwrap();
-        assert_eq!(Spi::get_one::<pgrx::Uuid>("SELECT auth.uid()").unwrap(), None);
+        assert_eq!(
+            Spi::get_one::<pgrx::Uuid>("SELECT auth.uid()").unwrap(),
+            None
+        );
         Spi::run("SELECT set_config('request.jwt.claim.sub', '00000000-0000-0000-0000-000000000002', true)").unwrap();
         assert_eq!(
-            Spi::get_one::<String>("SELECT auth.uid()::text").unwrap().as_deref(),
+            Spi::get_one::<String>("SELECT auth.uid()::text")
+                .unwrap()
+                .as_deref(),
             Some("00000000-0000-0000-0000-000000000002")
         );
     }
@@ -95,7 +111,8 @@ mod tests {
         Spi::run("SET LOCAL ROLE authenticated").unwrap();
         assert!(!crate::auth_context::caller_is_service_role());
         // A forged role claim grants nothing.
-        Spi::run("SELECT set_config('request.jwt.claims', '{\"role\":\"service_role\"}', true)").unwrap();
+        Spi::run("SELECT set_config('request.jwt.claims', '{\"role\":\"service_role\"}', true)")
+            .unwrap();
         assert!(!crate::auth_context::caller_is_service_role());
         Spi::run("RESET ROLE").unwrap();
         Spi::run("SET LOCAL ROLE service_role").unwrap();

@@ -3,9 +3,13 @@
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
-use crate::spi::{Expect, types, Statement};
+use crate::spi::{types, Expect, Statement};
 
-pgrx::extension_sql_file!("../sql/billing.sql", name = "billing", requires = ["organizations"]);
+pgrx::extension_sql_file!(
+    "../sql/billing.sql",
+    name = "billing",
+    requires = ["organizations"]
+);
 
 static START_FREE: Statement = Statement::write(
     "INSERT INTO org_subscriptions (organization_id, plan, status, seats)
@@ -45,7 +49,9 @@ mod tests {
         assert_eq!(rejected, Some(true));
     }
 
-    #[pg_test(error = "new row for relation \"org_subscriptions\" violates check constraint \"org_subscriptions_billing_type_check\"")]
+    #[pg_test(
+        error = "new row for relation \"org_subscriptions\" violates check constraint \"org_subscriptions_billing_type_check\""
+    )]
     fn unknown_billing_type_is_rejected() {
         Spi::run("INSERT INTO auth.users (id, email) VALUES ('00000000-0000-0000-0000-0000000000b2', 'c@example.com')").unwrap();
         Spi::run("UPDATE org_subscriptions SET billing_type = 'invalid_type'").unwrap();

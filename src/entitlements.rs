@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 
 use crate::auth_context;
 use crate::errors;
-use crate::spi::{Expect, types, Statement};
+use crate::spi::{types, Expect, Statement};
 
 pgrx::extension_sql_file!(
     "../sql/entitlements.sql",
@@ -107,7 +107,9 @@ fn check_feature_access(
     });
 
     if answer.kind.is_none() && !answer.is_flag {
-        errors::invalid_parameter(format!("check_feature_access: unknown feature key \"{feature_key}\""));
+        errors::invalid_parameter(format!(
+            "check_feature_access: unknown feature key \"{feature_key}\""
+        ));
     }
     if answer.member_role.is_none() {
         errors::insufficient_privilege(
@@ -117,7 +119,10 @@ fn check_feature_access(
     JsonB(Value::Object(describe(feature_key, answer)))
 }
 
-fn column<T: pgrx::FromDatum + pgrx::IntoDatum>(row: &pgrx::spi::SpiTupleTable<'_>, i: usize) -> Option<T> {
+fn column<T: pgrx::FromDatum + pgrx::IntoDatum>(
+    row: &pgrx::spi::SpiTupleTable<'_>,
+    i: usize,
+) -> Option<T> {
     row.get(i).or_fail("feature lookup row")
 }
 
@@ -145,7 +150,10 @@ fn describe(feature_key: &str, a: Answer) -> Map<String, Value> {
             out.insert("usage".into(), number(usage));
             out.insert("remaining".into(), remaining);
             out.insert("allowed".into(), json!(allowed));
-            out.insert("window".into(), json!(a.window.as_deref().unwrap_or("current")));
+            out.insert(
+                "window".into(),
+                json!(a.window.as_deref().unwrap_or("current")),
+            );
         }
         Some(_) => {
             // The 'features' key itself: all of the plan's flags.
@@ -190,16 +198,20 @@ mod tests {
 
     fn setup() -> String {
         Spi::run(&format!("INSERT INTO auth.users (id, email) VALUES ('{ADA}', 'ada@e.example'), ('{EVE}', 'eve@e.example')")).unwrap();
-        Spi::get_one::<String>(&format!("SELECT id::text FROM organizations WHERE owner_id = '{ADA}'"))
-            .unwrap()
-            .unwrap()
+        Spi::get_one::<String>(&format!(
+            "SELECT id::text FROM organizations WHERE owner_id = '{ADA}'"
+        ))
+        .unwrap()
+        .unwrap()
     }
 
     fn access(user: &str, key: &str, org: &str) -> Value {
-        Spi::get_one::<pgrx::JsonB>(&format!("SELECT check_feature_access('{user}', '{key}', '{org}')"))
-            .unwrap()
-            .unwrap()
-            .0
+        Spi::get_one::<pgrx::JsonB>(&format!(
+            "SELECT check_feature_access('{user}', '{key}', '{org}')"
+        ))
+        .unwrap()
+        .unwrap()
+        .0
     }
 
     #[pg_test]
@@ -219,14 +231,20 @@ mod tests {
     #[pg_test]
     fn upgrading_the_plan_changes_the_answer() {
         let org = setup();
-        Spi::run(&format!("UPDATE org_subscriptions SET plan = 'enterprise' WHERE organization_id = '{org}'")).unwrap();
+        Spi::run(&format!(
+            "UPDATE org_subscriptions SET plan = 'enterprise' WHERE organization_id = '{org}'"
+        ))
+        .unwrap();
         let a = access(ADA, "max_api_calls_per_month", &org);
         assert_eq!(a["limit"], -1);
         assert_eq!(a["unlimited"], true);
         assert_eq!(a["allowed"], true);
         assert_eq!(access(ADA, "sso", &org)["enabled"], true);
         // A canceled subscription falls back to the free plan.
-        Spi::run(&format!("UPDATE org_subscriptions SET status = 'canceled' WHERE organization_id = '{org}'")).unwrap();
+        Spi::run(&format!(
+            "UPDATE org_subscriptions SET status = 'canceled' WHERE organization_id = '{org}'"
+        ))
+        .unwrap();
         assert_eq!(access(ADA, "sso", &org)["enabled"], false);
         assert_eq!(access(ADA, "max_api_calls_per_month", &org)["limit"], 1000);
     }
@@ -257,7 +275,10 @@ mod tests {
     fn authenticated_user_cannot_ask_about_others() {
         let org = setup();
         Spi::run("SET LOCAL ROLE authenticated").unwrap();
-        Spi::run(&format!("SELECT set_config('request.jwt.claims', '{{\"sub\":\"{EVE}\"}}', true)")).unwrap();
+        Spi::run(&format!(
+            "SELECT set_config('request.jwt.claims', '{{\"sub\":\"{EVE}\"}}', true)"
+        ))
+        .unwrap();
         access(ADA, "max_records", &org);
     }
 
@@ -265,7 +286,10 @@ mod tests {
     fn authenticated_user_asks_about_themself() {
         let org = setup();
         Spi::run("SET LOCAL ROLE authenticated").unwrap();
-        Spi::run(&format!("SELECT set_config('request.jwt.claims', '{{\"sub\":\"{ADA}\"}}', true)")).unwrap();
+        Spi::run(&format!(
+            "SELECT set_config('request.jwt.claims', '{{\"sub\":\"{ADA}\"}}', true)"
+        ))
+        .unwrap();
         assert_eq!(access(ADA, "max_seats", &org)["usage"], 1);
     }
 }

@@ -6,7 +6,7 @@ use pgrx::{JsonB, Uuid};
 use crate::auth_context;
 use crate::errors;
 use crate::organizations;
-use crate::spi::{Expect, types, Statement};
+use crate::spi::{types, Expect, Statement};
 #[allow(unused_imports)] // named in `requires` below
 use crate::timestamps::update_updated_at_column;
 
@@ -26,10 +26,40 @@ pgrx::extension_sql_file!(
 
 /// Usernames that name the product or its staff, never available to users.
 const RESERVED_USERNAMES: &[&str] = &[
-    "admin", "administrator", "root", "api", "support", "help", "system", "sysadmin", "staff",
-    "billing", "security", "moderator", "owner", "superuser", "postgres", "service", "anon",
-    "anonymous", "authenticated", "null", "undefined", "me", "settings", "login", "logout",
-    "signup", "register", "www", "mail", "email", "info", "status", "console", "dashboard",
+    "admin",
+    "administrator",
+    "root",
+    "api",
+    "support",
+    "help",
+    "system",
+    "sysadmin",
+    "staff",
+    "billing",
+    "security",
+    "moderator",
+    "owner",
+    "superuser",
+    "postgres",
+    "service",
+    "anon",
+    "anonymous",
+    "authenticated",
+    "null",
+    "undefined",
+    "me",
+    "settings",
+    "login",
+    "logout",
+    "signup",
+    "register",
+    "www",
+    "mail",
+    "email",
+    "info",
+    "status",
+    "console",
+    "dashboard",
 ];
 
 const USERNAME_MIN: usize = 3;
@@ -46,7 +76,9 @@ fn is_valid_username(username: Option<&str>) -> Option<bool> {
 
 fn username_rule_holds(username: &str) -> bool {
     (USERNAME_MIN..=USERNAME_MAX).contains(&username.len())
-        && username.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && username
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
         && !RESERVED_USERNAMES.contains(&username.to_ascii_lowercase().as_str())
 }
 
@@ -119,7 +151,12 @@ impl SignupProfile {
     fn handle(&self) -> String {
         self.username
             .clone()
-            .or_else(|| self.email.as_deref().and_then(|e| e.split('@').next()).map(str::to_string))
+            .or_else(|| {
+                self.email
+                    .as_deref()
+                    .and_then(|e| e.split('@').next())
+                    .map(str::to_string)
+            })
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "user".to_string())
     }
@@ -159,7 +196,10 @@ fn provision_user(client: &mut SpiClient<'_>, user_id: Uuid, profile: &SignupPro
 }
 
 fn insert_profile(client: &mut SpiClient<'_>, user_id: Uuid, profile: &SignupProfile) {
-    let requested = profile.username.as_deref().filter(|u| username_rule_holds(u));
+    let requested = profile
+        .username
+        .as_deref()
+        .filter(|u| username_rule_holds(u));
     // The requested username, then variants of it, then none: a signup never aborts on it.
     let mut candidates: Vec<Option<String>> = Vec::new();
     if let Some(base) = requested {
@@ -171,7 +211,10 @@ fn insert_profile(client: &mut SpiClient<'_>, user_id: Uuid, profile: &SignupPro
     }
     candidates.push(None);
     for username in candidates {
-        if username.as_deref().is_some_and(|u| username_taken(client, u)) {
+        if username
+            .as_deref()
+            .is_some_and(|u| username_taken(client, u))
+        {
             continue;
         }
         let inserted = client
@@ -236,17 +279,26 @@ static UNPROVISIONED_AUTH_USERS: Statement = Statement::read(
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn sync_auth_users() -> i64 {
     if !auth_context::caller_is_service_role() {
-        errors::insufficient_privilege("sync_auth_users: only the service role may provision users");
+        errors::insufficient_privilege(
+            "sync_auth_users: only the service role may provision users",
+        );
     }
     Spi::connect_mut(|client| {
         let pending: Vec<(Uuid, SignupProfile)> = client
             .select(UNPROVISIONED_AUTH_USERS.prepared(client), None, &[])
             .or_fail("reading auth.users failed")
             .map(|row| {
-                let id: Uuid = row.get(1).ok().flatten().expect("auth.users.id is NOT NULL");
+                let id: Uuid = row
+                    .get(1)
+                    .ok()
+                    .flatten()
+                    .expect("auth.users.id is NOT NULL");
                 let email: Option<String> = row.get(2).ok().flatten();
                 let meta: Option<JsonB> = row.get(3).ok().flatten();
-                (id, SignupProfile::from_auth(email, meta.as_ref().map(|j| &j.0)))
+                (
+                    id,
+                    SignupProfile::from_auth(email, meta.as_ref().map(|j| &j.0)),
+                )
             })
             .collect();
         for (id, profile) in &pending {
@@ -303,24 +355,61 @@ mod tests {
 
     #[pg_test]
     fn username_rule() {
-        assert_eq!(crate::identity::is_valid_username(Some("ada_99")), Some(true));
+        assert_eq!(
+            crate::identity::is_valid_username(Some("ada_99")),
+            Some(true)
+        );
         assert_eq!(crate::identity::is_valid_username(Some("ab")), Some(false));
-        assert_eq!(crate::identity::is_valid_username(Some(&"a".repeat(31))), Some(false));
-        assert_eq!(crate::identity::is_valid_username(Some("has space")), Some(false));
-        assert_eq!(crate::identity::is_valid_username(Some("ADMIN")), Some(false));
-        assert_eq!(crate::identity::is_valid_username(Some("é_accent")), Some(false));
+        assert_eq!(
+            crate::identity::is_valid_username(Some(&"a".repeat(31))),
+            Some(false)
+        );
+        assert_eq!(
+            crate::identity::is_valid_username(Some("has space")),
+            Some(false)
+        );
+        assert_eq!(
+            crate::identity::is_valid_username(Some("ADMIN")),
+            Some(false)
+        );
+        assert_eq!(
+            crate::identity::is_valid_username(Some("é_accent")),
+            Some(false)
+        );
         assert_eq!(crate::identity::is_valid_username(None), None);
     }
 
     #[pg_test]
     fn username_availability_is_case_insensitive() {
-        signup("00000000-0000-0000-0000-000000000011", "ada@example.com", r#"{"username":"Ada_L"}"#);
-        assert_eq!(Spi::get_one::<bool>("SELECT check_username_available('ada_l')").unwrap(), Some(false));
-        assert_eq!(Spi::get_one::<bool>("SELECT check_username_available('ADA_L')").unwrap(), Some(false));
-        assert_eq!(Spi::get_one::<bool>("SELECT check_username_available('grace')").unwrap(), Some(true));
-        assert_eq!(Spi::get_one::<bool>("SELECT check_username_available('root')").unwrap(), Some(false));
-        assert_eq!(Spi::get_one::<bool>("SELECT check_username_available(NULL)").unwrap(), Some(false));
-        assert_eq!(Spi::get_one::<bool>("SELECT check_username_available('x'' OR 1=1 --')").unwrap(), Some(false));
+        signup(
+            "00000000-0000-0000-0000-000000000011",
+            "ada@example.com",
+            r#"{"username":"Ada_L"}"#,
+        );
+        assert_eq!(
+            Spi::get_one::<bool>("SELECT check_username_available('ada_l')").unwrap(),
+            Some(false)
+        );
+        assert_eq!(
+            Spi::get_one::<bool>("SELECT check_username_available('ADA_L')").unwrap(),
+            Some(false)
+        );
+        assert_eq!(
+            Spi::get_one::<bool>("SELECT check_username_available('grace')").unwrap(),
+            Some(true)
+        );
+        assert_eq!(
+            Spi::get_one::<bool>("SELECT check_username_available('root')").unwrap(),
+            Some(false)
+        );
+        assert_eq!(
+            Spi::get_one::<bool>("SELECT check_username_available(NULL)").unwrap(),
+            Some(false)
+        );
+        assert_eq!(
+            Spi::get_one::<bool>("SELECT check_username_available('x'' OR 1=1 --')").unwrap(),
+            Some(false)
+        );
     }
 
     #[pg_test]
@@ -332,11 +421,15 @@ mod tests {
         );
         let id = "'00000000-0000-0000-0000-000000000021'";
         assert_eq!(
-            Spi::get_one::<String>(&format!("SELECT display_name FROM users WHERE id = {id}")).unwrap().as_deref(),
+            Spi::get_one::<String>(&format!("SELECT display_name FROM users WHERE id = {id}"))
+                .unwrap()
+                .as_deref(),
             Some("Grace Hopper")
         );
         assert_eq!(
-            Spi::get_one::<String>(&format!("SELECT email FROM users WHERE id = {id}")).unwrap().as_deref(),
+            Spi::get_one::<String>(&format!("SELECT email FROM users WHERE id = {id}"))
+                .unwrap()
+                .as_deref(),
             Some("grace@example.com")
         );
         assert_eq!(
@@ -352,11 +445,26 @@ mod tests {
 
     #[pg_test]
     fn colliding_usernames_and_slugs_never_abort_a_signup() {
-        signup("00000000-0000-0000-0000-000000000031", "a@one.example", r#"{"username":"sam"}"#);
-        signup("00000000-0000-0000-0000-000000000032", "a@two.example", r#"{"username":"SAM"}"#);
-        signup("00000000-0000-0000-0000-000000000033", "sam@three.example", "{}");
+        signup(
+            "00000000-0000-0000-0000-000000000031",
+            "a@one.example",
+            r#"{"username":"sam"}"#,
+        );
+        signup(
+            "00000000-0000-0000-0000-000000000032",
+            "a@two.example",
+            r#"{"username":"SAM"}"#,
+        );
+        signup(
+            "00000000-0000-0000-0000-000000000033",
+            "sam@three.example",
+            "{}",
+        );
         assert_eq!(count("SELECT count(*) FROM users WHERE id::text LIKE '00000000-0000-0000-0000-00000000003%'"), 3);
-        assert_eq!(count("SELECT count(DISTINCT lower(username)) FROM users WHERE username ILIKE 'sam%'"), 2);
+        assert_eq!(
+            count("SELECT count(DISTINCT lower(username)) FROM users WHERE username ILIKE 'sam%'"),
+            2
+        );
         assert_eq!(count("SELECT count(DISTINCT slug) FROM organizations WHERE owner_id::text LIKE '00000000-0000-0000-0000-00000000003%'"), 3);
     }
 
@@ -376,19 +484,43 @@ mod tests {
 
     #[pg_test]
     fn provisioning_twice_is_harmless() {
-        signup("00000000-0000-0000-0000-000000000051", "twice@example.com", "{}");
+        signup(
+            "00000000-0000-0000-0000-000000000051",
+            "twice@example.com",
+            "{}",
+        );
         // Remove the personal org so sync_auth_users sees the user as unprovisioned, then run it twice.
-        Spi::run("DELETE FROM organizations WHERE owner_id = '00000000-0000-0000-0000-000000000051'").unwrap();
-        assert_eq!(Spi::get_one::<i64>("SELECT sync_auth_users()").unwrap(), Some(1));
-        assert_eq!(Spi::get_one::<i64>("SELECT sync_auth_users()").unwrap(), Some(0));
-        assert_eq!(count("SELECT count(*) FROM users WHERE id = '00000000-0000-0000-0000-000000000051'"), 1);
+        Spi::run(
+            "DELETE FROM organizations WHERE owner_id = '00000000-0000-0000-0000-000000000051'",
+        )
+        .unwrap();
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT sync_auth_users()").unwrap(),
+            Some(1)
+        );
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT sync_auth_users()").unwrap(),
+            Some(0)
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM users WHERE id = '00000000-0000-0000-0000-000000000051'"),
+            1
+        );
         assert_eq!(count("SELECT count(*) FROM organizations WHERE owner_id = '00000000-0000-0000-0000-000000000051'"), 1);
     }
 
     #[pg_test]
     fn complete_onboarding_for_self_only() {
-        signup("00000000-0000-0000-0000-000000000061", "ob@example.com", "{}");
-        signup("00000000-0000-0000-0000-000000000062", "other@example.com", "{}");
+        signup(
+            "00000000-0000-0000-0000-000000000061",
+            "ob@example.com",
+            "{}",
+        );
+        signup(
+            "00000000-0000-0000-0000-000000000062",
+            "other@example.com",
+            "{}",
+        );
         Spi::run("SET LOCAL ROLE authenticated").unwrap();
         Spi::run("SELECT set_config('request.jwt.claims', '{\"sub\":\"00000000-0000-0000-0000-000000000061\"}', true)").unwrap();
         Spi::run("SELECT complete_onboarding('00000000-0000-0000-0000-000000000061')").unwrap();
@@ -401,8 +533,16 @@ mod tests {
 
     #[pg_test(error = "complete_onboarding: a user may only act for themself")]
     fn complete_onboarding_for_someone_else_is_refused() {
-        signup("00000000-0000-0000-0000-000000000071", "me@example.com", "{}");
-        signup("00000000-0000-0000-0000-000000000072", "you@example.com", "{}");
+        signup(
+            "00000000-0000-0000-0000-000000000071",
+            "me@example.com",
+            "{}",
+        );
+        signup(
+            "00000000-0000-0000-0000-000000000072",
+            "you@example.com",
+            "{}",
+        );
         Spi::run("SET LOCAL ROLE authenticated").unwrap();
         Spi::run("SELECT set_config('request.jwt.claims', '{\"sub\":\"00000000-0000-0000-0000-000000000071\"}', true)").unwrap();
         Spi::run("SELECT complete_onboarding('00000000-0000-0000-0000-000000000072')").unwrap();

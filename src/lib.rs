@@ -19,7 +19,11 @@ mod timestamps;
 pgrx::extension_sql_file!("../sql/auth.sql", name = "auth", bootstrap);
 
 // Users that existed in auth.users before the extension: provisioned last, once every table exists.
-pgrx::extension_sql_file!("../sql/migrate_existing_users.sql", name = "migrate_existing_users", finalize);
+pgrx::extension_sql_file!(
+    "../sql/migrate_existing_users.sql",
+    name = "migrate_existing_users",
+    finalize
+);
 
 /// Required by `cargo pgrx test`.
 #[cfg(test)]

@@ -3,7 +3,7 @@ use pgrx::prelude::*;
 
 use crate::auth_context;
 use crate::errors;
-use crate::spi::{Expect, types, Statement};
+use crate::spi::{types, Expect, Statement};
 
 pgrx::extension_sql_file!(
     "../sql/metering.sql",
@@ -41,7 +41,12 @@ static INSERT_BUCKETS: Statement = Statement::write(
      CROSS JOIN LATERAL (SELECT date_trunc($2, e.created_at AT TIME ZONE 'UTC') AS utc_start) b
      WHERE e.created_at >= $3 AND e.created_at < $4
      GROUP BY e.organization_id, e.event_type, b.utc_start",
-    &[types::TEXT, types::TEXT, types::TIMESTAMPTZ, types::TIMESTAMPTZ],
+    &[
+        types::TEXT,
+        types::TEXT,
+        types::TIMESTAMPTZ,
+        types::TIMESTAMPTZ,
+    ],
 );
 
 /// Recomputes the `period` ('daily' or 'monthly') rollups of every bucket that
@@ -71,18 +76,36 @@ fn aggregate_usage(
         errors::invalid_parameter("aggregate_usage: the window must be finite");
     }
     if !auth_context::caller_is_service_role() {
-        errors::insufficient_privilege("aggregate_usage: only the service role may aggregate usage");
+        errors::insufficient_privilege(
+            "aggregate_usage: only the service role may aggregate usage",
+        );
     }
     Spi::connect_mut(|client| {
-        client.update(LOCK_ROLLUPS.prepared(client), None, &[]).or_fail("aggregate_usage");
+        client
+            .update(LOCK_ROLLUPS.prepared(client), None, &[])
+            .or_fail("aggregate_usage");
         let window = client
-            .select(BUCKET_WINDOW.prepared(client), Some(1), &[unit.into(), start_time.into(), end_time.into()])
+            .select(
+                BUCKET_WINDOW.prepared(client),
+                Some(1),
+                &[unit.into(), start_time.into(), end_time.into()],
+            )
             .or_fail("aggregate_usage");
         let row = window.first();
-        let lo: TimestampWithTimeZone = row.get(1).or_fail("aggregate_usage").expect("finite window");
-        let hi: TimestampWithTimeZone = row.get(2).or_fail("aggregate_usage").expect("finite window");
+        let lo: TimestampWithTimeZone = row
+            .get(1)
+            .or_fail("aggregate_usage")
+            .expect("finite window");
+        let hi: TimestampWithTimeZone = row
+            .get(2)
+            .or_fail("aggregate_usage")
+            .expect("finite window");
         client
-            .update(DELETE_BUCKETS.prepared(client), None, &[period.into(), lo.into(), hi.into()])
+            .update(
+                DELETE_BUCKETS.prepared(client),
+                None,
+                &[period.into(), lo.into(), hi.into()],
+            )
             .or_fail("aggregate_usage");
         client
             .update(
@@ -103,10 +126,15 @@ mod tests {
     const U: &str = "00000000-0000-0000-0000-0000000000f1";
 
     fn org_with_events() -> String {
-        Spi::run(&format!("INSERT INTO auth.users (id, email) VALUES ('{U}', 'm@example.com')")).unwrap();
-        let org = Spi::get_one::<String>(&format!("SELECT id::text FROM organizations WHERE owner_id = '{U}'"))
-            .unwrap()
-            .unwrap();
+        Spi::run(&format!(
+            "INSERT INTO auth.users (id, email) VALUES ('{U}', 'm@example.com')"
+        ))
+        .unwrap();
+        let org = Spi::get_one::<String>(&format!(
+            "SELECT id::text FROM organizations WHERE owner_id = '{U}'"
+        ))
+        .unwrap()
+        .unwrap();
         Spi::run(&format!(
             "INSERT INTO usage_events (organization_id, user_id, event_type, quantity, created_at) VALUES
                ('{org}', '{U}', 'api_call', 3, '2026-01-31 23:30+00'),
@@ -130,9 +158,18 @@ mod tests {
     fn live_rollups_follow_inserts_in_utc_buckets() {
         Spi::run("SET LOCAL TimeZone = 'America/New_York'").unwrap();
         let org = org_with_events();
-        assert_eq!(rollup(&org, "monthly", "2026-01-01 00:00+00", "api_call").as_deref(), Some("3/1/1"));
-        assert_eq!(rollup(&org, "monthly", "2026-02-01 00:00+00", "api_call").as_deref(), Some("9/2/1"));
-        assert_eq!(rollup(&org, "daily", "2026-02-15 00:00+00", "record_created").as_deref(), Some("1/1/0"));
+        assert_eq!(
+            rollup(&org, "monthly", "2026-01-01 00:00+00", "api_call").as_deref(),
+            Some("3/1/1")
+        );
+        assert_eq!(
+            rollup(&org, "monthly", "2026-02-01 00:00+00", "api_call").as_deref(),
+            Some("9/2/1")
+        );
+        assert_eq!(
+            rollup(&org, "daily", "2026-02-15 00:00+00", "record_created").as_deref(),
+            Some("1/1/0")
+        );
         assert_eq!(
             Spi::get_one::<bool>(&format!("SELECT period_end = '2026-03-01 00:00+00' FROM usage_aggregations WHERE organization_id = '{org}' AND period = 'monthly' AND period_start = '2026-02-01 00:00+00' AND event_type = 'api_call'")).unwrap(),
             Some(true)
@@ -144,14 +181,28 @@ mod tests {
         let org = org_with_events();
         // Corrupt a rollup, then recompute February twice.
         Spi::run(&format!("UPDATE usage_aggregations SET total_quantity = 999 WHERE organization_id = '{org}' AND period = 'monthly'")).unwrap();
-        let first = Spi::get_one::<i64>("SELECT aggregate_usage('monthly', '2026-02-10', '2026-02-11')").unwrap();
-        let second = Spi::get_one::<i64>("SELECT aggregate_usage('monthly', '2026-02-10', '2026-02-11')").unwrap();
+        let first =
+            Spi::get_one::<i64>("SELECT aggregate_usage('monthly', '2026-02-10', '2026-02-11')")
+                .unwrap();
+        let second =
+            Spi::get_one::<i64>("SELECT aggregate_usage('monthly', '2026-02-10', '2026-02-11')")
+                .unwrap();
         assert_eq!(first, Some(2)); // api_call and record_created buckets of February
         assert_eq!(second, first);
-        assert_eq!(rollup(&org, "monthly", "2026-02-01 00:00+00", "api_call").as_deref(), Some("9/2/1"));
+        assert_eq!(
+            rollup(&org, "monthly", "2026-02-01 00:00+00", "api_call").as_deref(),
+            Some("9/2/1")
+        );
         // January was outside the window and keeps its (corrupted) value.
-        assert_eq!(rollup(&org, "monthly", "2026-01-01 00:00+00", "api_call").as_deref(), Some("999/1/1"));
-        assert_eq!(Spi::get_one::<i64>("SELECT aggregate_usage('daily', '2026-01-31', '2026-02-02')").unwrap(), Some(2));
+        assert_eq!(
+            rollup(&org, "monthly", "2026-01-01 00:00+00", "api_call").as_deref(),
+            Some("999/1/1")
+        );
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT aggregate_usage('daily', '2026-01-31', '2026-02-02')")
+                .unwrap(),
+            Some(2)
+        );
     }
 
     #[pg_test(error = "aggregate_usage: period must be 'daily' or 'monthly', not \"hourly\"")]

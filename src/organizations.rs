@@ -6,7 +6,7 @@ use pgrx::Uuid;
 use crate::auth_context;
 use crate::billing;
 use crate::errors;
-use crate::spi::{Expect, types, Statement};
+use crate::spi::{types, Expect, Statement};
 
 pgrx::extension_sql_file!(
     "../sql/organizations.sql",
@@ -38,7 +38,11 @@ pub fn slugify(text: &str) -> String {
         slug.pop();
     }
     if slug.len() < 3 {
-        slug = if slug.is_empty() { "workspace".into() } else { format!("{slug}-workspace") };
+        slug = if slug.is_empty() {
+            "workspace".into()
+        } else {
+            format!("{slug}-workspace")
+        };
     }
     slug
 }
@@ -57,7 +61,13 @@ static INSERT_ORG: Statement = Statement::write(
      VALUES ($1, $2, $3, $4, $5)
      ON CONFLICT DO NOTHING
      RETURNING id",
-    &[types::TEXT, types::TEXT, types::UUID, types::BOOL, types::TEXT],
+    &[
+        types::TEXT,
+        types::TEXT,
+        types::UUID,
+        types::BOOL,
+        types::TEXT,
+    ],
 );
 
 static INSERT_OWNER: Statement = Statement::write(
@@ -70,7 +80,13 @@ static INSERT_OWNER: Statement = Statement::write(
 fn personal_org(client: &SpiClient<'_>, owner: Uuid) -> Option<Uuid> {
     client
         .select(PERSONAL_ORG.prepared(client), Some(1), &[owner.into()])
-        .and_then(|t| if t.is_empty() { Ok(None) } else { t.first().get_one::<Uuid>() })
+        .and_then(|t| {
+            if t.is_empty() {
+                Ok(None)
+            } else {
+                t.first().get_one::<Uuid>()
+            }
+        })
         .or_fail("organization lookup failed")
 }
 
@@ -87,7 +103,11 @@ fn insert_org(
     let is_personal = org_type == "personal";
     let attempts = if only_exact_slug { 1 } else { 8 };
     for attempt in 0..attempts {
-        let candidate = if attempt == 0 { slug.to_string() } else { format!("{slug}-{}", random_suffix()) };
+        let candidate = if attempt == 0 {
+            slug.to_string()
+        } else {
+            format!("{slug}-{}", random_suffix())
+        };
         let inserted = client
             .update(
                 INSERT_ORG.prepared(client),
@@ -100,7 +120,13 @@ fn insert_org(
                     org_type.into(),
                 ],
             )
-            .and_then(|t| if t.is_empty() { Ok(None) } else { t.first().get_one::<Uuid>() })
+            .and_then(|t| {
+                if t.is_empty() {
+                    Ok(None)
+                } else {
+                    t.first().get_one::<Uuid>()
+                }
+            })
             .or_fail("organization insert failed");
         if inserted.is_some() {
             return inserted;
@@ -118,14 +144,23 @@ fn insert_org(
 /// Makes `org` owned by `owner` and on the free plan (both idempotent).
 fn add_owner_and_free_plan(client: &mut SpiClient<'_>, org: Uuid, owner: Uuid) {
     client
-        .update(INSERT_OWNER.prepared(client), None, &[org.into(), owner.into()])
+        .update(
+            INSERT_OWNER.prepared(client),
+            None,
+            &[org.into(), owner.into()],
+        )
         .or_fail("owner membership insert failed");
     billing::start_free_subscription(client, org);
 }
 
 /// The user's personal organization, created with its owner membership and free
 /// subscription if missing. Safe to run again and concurrently for the same user.
-pub fn ensure_personal_org(client: &mut SpiClient<'_>, owner: Uuid, name: &str, handle: &str) -> Uuid {
+pub fn ensure_personal_org(
+    client: &mut SpiClient<'_>,
+    owner: Uuid,
+    name: &str,
+    handle: &str,
+) -> Uuid {
     let org = match personal_org(client, owner) {
         Some(org) => org,
         None => {
@@ -190,9 +225,15 @@ mod tests {
     const OWNER: &str = "00000000-0000-0000-0000-0000000000c1";
 
     fn as_owner() {
-        Spi::run(&format!("INSERT INTO auth.users (id, email) VALUES ('{OWNER}', 'owner@example.com')")).unwrap();
+        Spi::run(&format!(
+            "INSERT INTO auth.users (id, email) VALUES ('{OWNER}', 'owner@example.com')"
+        ))
+        .unwrap();
         Spi::run("SET LOCAL ROLE authenticated").unwrap();
-        Spi::run(&format!("SELECT set_config('request.jwt.claims', '{{\"sub\":\"{OWNER}\"}}', true)")).unwrap();
+        Spi::run(&format!(
+            "SELECT set_config('request.jwt.claims', '{{\"sub\":\"{OWNER}\"}}', true)"
+        ))
+        .unwrap();
     }
 
     #[pg_test]
@@ -207,7 +248,10 @@ mod tests {
     #[pg_test]
     fn team_org_gets_owner_membership_and_free_plan() {
         as_owner();
-        let org = Spi::get_one::<pgrx::Uuid>("SELECT create_organization('Acme Labs', 'education')").unwrap().unwrap();
+        let org =
+            Spi::get_one::<pgrx::Uuid>("SELECT create_organization('Acme Labs', 'education')")
+                .unwrap()
+                .unwrap();
         Spi::run("RESET ROLE").unwrap();
         let row = Spi::get_one::<String>(&format!(
             "SELECT o.slug || '/' || o.org_type || '/' || m.role || '/' || s.plan
@@ -227,7 +271,10 @@ mod tests {
         Spi::run("SELECT create_organization('Same Name')").unwrap();
         Spi::run("RESET ROLE").unwrap();
         assert_eq!(
-            Spi::get_one::<i64>("SELECT count(DISTINCT slug) FROM organizations WHERE name = 'Same Name'").unwrap(),
+            Spi::get_one::<i64>(
+                "SELECT count(DISTINCT slug) FROM organizations WHERE name = 'Same Name'"
+            )
+            .unwrap(),
             Some(2)
         );
     }
@@ -239,7 +286,9 @@ mod tests {
         Spi::run("SELECT create_organization('Two', 'business', 'taken-slug')").unwrap();
     }
 
-    #[pg_test(error = "create_organization: org_type must be one of business, family, education, other, not \"personal\"")]
+    #[pg_test(
+        error = "create_organization: org_type must be one of business, family, education, other, not \"personal\""
+    )]
     fn personal_is_not_a_team_type() {
         as_owner();
         Spi::run("SELECT create_organization('Mine', 'personal')").unwrap();

@@ -25,11 +25,19 @@ pub struct Statement {
 
 impl Statement {
     pub const fn read(sql: &'static str, args: &'static [PgOid]) -> Self {
-        Self { sql, args, writes: false }
+        Self {
+            sql,
+            args,
+            writes: false,
+        }
     }
 
     pub const fn write(sql: &'static str, args: &'static [PgOid]) -> Self {
-        Self { sql, args, writes: true }
+        Self {
+            sql,
+            args,
+            writes: true,
+        }
     }
 
     /// The backend's saved plan for this statement, preparing it on first use.

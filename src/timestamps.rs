@@ -7,7 +7,9 @@ pub fn update_updated_at_column<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, impl WhoAllocated>>, pgrx::datum::TryFromDatumError> {
     let Some(new) = trigger.new() else {
-        crate::errors::invalid_parameter("update_updated_at_column() must be a row-level UPDATE trigger")
+        crate::errors::invalid_parameter(
+            "update_updated_at_column() must be a row-level UPDATE trigger",
+        )
     };
     let mut new = new.into_owned();
     new.set_by_name("updated_at", pgrx::datetime::transaction_timestamp())?;
