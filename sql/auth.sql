@@ -58,6 +58,7 @@ BEGIN
                 (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')
             )::uuid
         $fn$;
+        REVOKE ALL ON FUNCTION auth.uid() FROM PUBLIC;
         GRANT EXECUTE ON FUNCTION auth.uid() TO anon, authenticated, service_role;
     END IF;
 
@@ -70,6 +71,7 @@ BEGIN
                 (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'role')
             )::text
         $fn$;
+        REVOKE ALL ON FUNCTION auth.role() FROM PUBLIC;
         GRANT EXECUTE ON FUNCTION auth.role() TO anon, authenticated, service_role;
     END IF;
 
@@ -82,6 +84,7 @@ BEGIN
                 nullif(current_setting('request.jwt.claims', true), '')
             )::jsonb
         $fn$;
+        REVOKE ALL ON FUNCTION auth.jwt() FROM PUBLIC;
         GRANT EXECUTE ON FUNCTION auth.jwt() TO anon, authenticated, service_role;
     END IF;
 END

@@ -89,8 +89,11 @@ AS $$
         'free')
 $$;
 
--- Seats: a member may be added only while the organization is under its plan's max_seats.
--- The organization row is locked first so two concurrent additions at the limit cannot both pass.
+-- Seats: an organization may not have more members than its plan's max_seats.
+-- An AFTER trigger, so it runs only for inserts that passed the row level security check
+-- (a non-member learns nothing about another organization's seats). The organization row is
+-- locked before counting, so two concurrent additions at the limit cannot both pass: the
+-- second counts after the first commits.
 CREATE FUNCTION @extschema@.enforce_seat_limit()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
@@ -106,22 +109,22 @@ BEGIN
     WHERE pf.plan = @extschema@.org_effective_plan(NEW.organization_id)
       AND pf.feature_key = 'max_seats';
     IF seat_limit IS NULL OR seat_limit = -1 THEN
-        RETURN NEW;
+        RETURN NULL;
     END IF;
     SELECT count(*) INTO member_count
     FROM @extschema@.organization_members m
     WHERE m.organization_id = NEW.organization_id;
-    IF member_count >= seat_limit THEN
+    IF member_count > seat_limit THEN
         RAISE EXCEPTION 'organization % has used all % seats of its plan', NEW.organization_id, seat_limit
             USING ERRCODE = 'program_limit_exceeded',
                   HINT = 'Upgrade the plan or remove a member first.';
     END IF;
-    RETURN NEW;
+    RETURN NULL;
 END
 $$;
 
 CREATE TRIGGER enforce_seat_limit
-    BEFORE INSERT ON @extschema@.organization_members
+    AFTER INSERT ON @extschema@.organization_members
     FOR EACH ROW EXECUTE FUNCTION @extschema@.enforce_seat_limit();
 
 REVOKE ALL ON @extschema@.feature_definitions, @extschema@.plan_features

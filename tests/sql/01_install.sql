@@ -1,0 +1,100 @@
+-- 01_install: the shape CREATE EXTENSION saas_core leaves behind: tables, RLS, seed rows,
+-- function hardening (search_path, no PUBLIC execute), grants to the API roles, indexes.
+BEGIN;
+CREATE EXTENSION IF NOT EXISTS pgtap;
+SELECT plan(39);
+
+-- The nine tables of the extension's schema.
+SELECT has_table('public', t, format('table public.%s exists', t))
+FROM unnest(ARRAY['users', 'organizations', 'organization_members', 'billing_customers',
+                  'org_subscriptions', 'feature_definitions', 'plan_features',
+                  'usage_events', 'usage_aggregations']) AS t;
+
+-- Row level security on every table that belongs to the extension.
+CREATE TEMP VIEW ext_tables AS
+SELECT c.oid::regclass AS rel, c.relrowsecurity
+FROM pg_class c
+JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e'
+JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'saas_core'
+WHERE c.relkind IN ('r', 'p');
+
+SELECT cmp_ok((SELECT count(*) FROM ext_tables WHERE rel::text NOT LIKE 'auth.%')::int, '=', 9,
+              'the extension owns exactly 9 tables in its schema');
+SELECT is_empty($$ SELECT rel::text FROM ext_tables WHERE NOT relrowsecurity $$,
+                'RLS is enabled on every table of the extension');
+SELECT ok((SELECT bool_and(relrowsecurity) FROM ext_tables WHERE rel::text IN
+             ('users', 'organizations', 'organization_members', 'billing_customers', 'org_subscriptions',
+              'feature_definitions', 'plan_features', 'usage_events', 'usage_aggregations')),
+          'relrowsecurity is true on all 9 named tables');
+
+-- Seed shape.
+SELECT cmp_ok((SELECT count(*) FROM information_schema.columns
+               WHERE table_schema = 'public' AND table_name = 'users')::int, '>=', 41,
+              'users has at least 41 columns');
+SELECT is((SELECT count(*) FROM plan_features)::int, 36, 'plan_features has 36 rows');
+SELECT is((SELECT count(*) FROM (SELECT DISTINCT plan, feature_key FROM plan_features) x)::int, 36,
+          'plan_features is 4 plans x 9 keys without duplicates');
+SELECT set_eq($$ SELECT DISTINCT plan FROM plan_features $$,
+              ARRAY['free', 'pro', 'business', 'enterprise'], 'plan_features covers the 4 plans');
+SELECT is((SELECT count(*) FROM feature_definitions)::int, 9, 'feature_definitions has 9 keys');
+
+-- Functions of the extension (the pgrx test harness' "tests" schema is not part of a release build).
+CREATE TEMP VIEW ext_functions AS
+SELECT p.oid, p.oid::regprocedure AS fn, p.prosecdef, p.proconfig, p.proacl
+FROM pg_proc p
+JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
+JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'saas_core'
+WHERE p.pronamespace <> coalesce(to_regnamespace('tests'), 0);
+
+SELECT cmp_ok((SELECT count(*) FROM ext_functions WHERE prosecdef)::int, '>=', 10,
+              'the extension has its SECURITY DEFINER functions (at least 10)');
+SELECT is_empty($$
+    SELECT fn::text FROM ext_functions
+    WHERE prosecdef
+      AND NOT EXISTS (SELECT 1 FROM unnest(proconfig) AS c
+                      WHERE c ~ '^search_path=pg_catalog\M' AND c ~ '\mpg_temp$')
+$$, 'every SECURITY DEFINER function pins search_path = pg_catalog, ..., pg_temp');
+SELECT is_empty($$ SELECT fn::text FROM ext_functions WHERE proacl IS NULL $$,
+                'no extension function keeps the default ACL (which grants EXECUTE to PUBLIC)');
+SELECT is_empty($$
+    SELECT fn::text FROM ext_functions f, aclexplode(f.proacl) a
+    WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'
+$$, 'no extension function is executable by PUBLIC');
+
+-- Function grants to the API roles.
+SELECT ok(NOT has_function_privilege('anon', 'check_feature_access(uuid,text,uuid)', 'EXECUTE'),
+          'anon cannot execute check_feature_access');
+SELECT ok(NOT has_function_privilege('anon', 'aggregate_usage(text,timestamptz,timestamptz)', 'EXECUTE'),
+          'anon cannot execute aggregate_usage');
+SELECT ok(NOT has_function_privilege('anon', 'complete_onboarding(uuid)', 'EXECUTE'),
+          'anon cannot execute complete_onboarding');
+SELECT ok(has_function_privilege('anon', 'check_username_available(text)', 'EXECUTE'),
+          'anon can execute check_username_available');
+SELECT ok(NOT has_function_privilege('authenticated', 'aggregate_usage(text,timestamptz,timestamptz)', 'EXECUTE'),
+          'authenticated cannot execute aggregate_usage');
+SELECT ok(NOT has_function_privilege('authenticated', 'sync_auth_users()', 'EXECUTE'),
+          'authenticated cannot execute sync_auth_users');
+SELECT ok(has_function_privilege('authenticated', 'check_feature_access(uuid,text,uuid)', 'EXECUTE'),
+          'authenticated can execute check_feature_access');
+SELECT ok(has_function_privilege('service_role', 'aggregate_usage(text,timestamptz,timestamptz)', 'EXECUTE')
+          AND has_function_privilege('service_role', 'sync_auth_users()', 'EXECUTE'),
+          'service_role can execute aggregate_usage and sync_auth_users');
+
+-- Every column a policy filters on leads a valid index.
+SELECT ok(EXISTS (SELECT 1 FROM pg_index i
+                  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                  WHERE i.indrelid = v.tbl::regclass AND a.attname = v.col AND i.indisvalid),
+          format('an index leads with %s.%s', v.tbl, v.col))
+FROM (VALUES ('users', 'id'),
+             ('organizations', 'id'),
+             ('organizations', 'owner_id'),
+             ('organization_members', 'user_id'),
+             ('organization_members', 'organization_id'),
+             ('billing_customers', 'organization_id'),
+             ('org_subscriptions', 'organization_id'),
+             ('usage_events', 'organization_id'),
+             ('usage_events', 'user_id'),
+             ('usage_aggregations', 'organization_id')) AS v (tbl, col);
+
+SELECT * FROM finish();
+ROLLBACK;
