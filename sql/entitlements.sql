@@ -77,15 +77,24 @@ FROM (VALUES
     ('enterprise', '{"basic_features": true, "api_access": true, "advanced_analytics": true, "sso": true, "custom_branding": true, "priority_support": true, "dedicated_support": true, "custom_contracts": true}'::jsonb)
 ) AS f (plan, flags);
 
--- The plan whose features an organization gets: its subscription's while that is in good
--- standing (trialing, active, past_due during dunning), otherwise free.
+-- The plan whose features a subscription gives: its own while in good standing (trialing,
+-- active, past_due during dunning), otherwise free. Plain SQL without sub-selects, so the
+-- planner inlines it into the queries that use it.
+CREATE FUNCTION @extschema@.plan_in_effect(plan text, status text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE WHEN status IN ('trialing', 'active', 'past_due') THEN plan ELSE 'free' END
+$$;
+
+-- The plan an organization gets; free when it has no subscription.
 CREATE FUNCTION @extschema@.org_effective_plan(org_id uuid)
 RETURNS text
-LANGUAGE sql STABLE -- no SET clause, so the planner can inline it
+LANGUAGE sql STABLE
 AS $$
     SELECT coalesce(
-        (SELECT s.plan FROM @extschema@.org_subscriptions s
-         WHERE s.organization_id = org_id AND s.status IN ('trialing', 'active', 'past_due')),
+        (SELECT @extschema@.plan_in_effect(s.plan, s.status)
+         FROM @extschema@.org_subscriptions s WHERE s.organization_id = org_id),
         'free')
 $$;
 
@@ -145,6 +154,8 @@ CREATE POLICY plan_features_select_all ON @extschema@.plan_features
 CREATE POLICY plan_features_service_role_all ON @extschema@.plan_features
     FOR ALL TO service_role USING (true) WITH CHECK (true);
 
+REVOKE ALL ON FUNCTION @extschema@.plan_in_effect(text, text) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.plan_in_effect(text, text) TO authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.org_effective_plan(uuid) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION @extschema@.org_effective_plan(uuid) TO authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.enforce_seat_limit() FROM PUBLIC, anon, authenticated, service_role;

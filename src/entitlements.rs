@@ -16,24 +16,15 @@ pgrx::extension_sql_file!(
 /// Everything one answer needs, in one round trip. Usage comes from the monthly rollup rows
 /// (one row per month at most), never from the raw event log.
 static FEATURE_ACCESS: Statement = Statement::read(
-    "WITH plan AS (
-         SELECT org_effective_plan($3) AS plan,
-                (SELECT s.status FROM org_subscriptions s WHERE s.organization_id = $3) AS status
-     ), feature AS (
-         SELECT d.kind, d.usage_event_type, d.usage_window, d.usage_measure
-         FROM feature_definitions d WHERE d.feature_key = $2
-     ), flags AS (
-         SELECT f.plan, f.flags FROM plan_features f WHERE f.feature_key = 'features'
-     )
-     SELECT
-         (SELECT m.role FROM organization_members m WHERE m.organization_id = $3 AND m.user_id = $1),
+    "SELECT
+         m.role,
          p.plan,
-         p.status,
+         s.status,
          f.kind,
          f.usage_window,
          pf.limit_value,
-         (SELECT fl.flags FROM flags fl WHERE fl.plan = p.plan),
-         EXISTS (SELECT 1 FROM flags fl WHERE fl.flags ? $2),
+         fl.flags,
+         EXISTS (SELECT 1 FROM plan_features x WHERE x.feature_key = 'features' AND x.flags ? $2),
          (CASE f.usage_measure
              WHEN 'members' THEN
                  (SELECT count(*) FROM organization_members x WHERE x.organization_id = $3)::numeric
@@ -49,9 +40,13 @@ static FEATURE_ACCESS: Statement = Statement::read(
                     AND a.period = 'monthly'
                     AND a.period_start = date_trunc('month', now(), 'UTC'))::numeric
           END)::float8
-     FROM plan p
-     LEFT JOIN feature f ON true
-     LEFT JOIN plan_features pf ON pf.plan = p.plan AND pf.feature_key = $2",
+     FROM (SELECT) AS one
+     LEFT JOIN org_subscriptions s ON s.organization_id = $3
+     CROSS JOIN LATERAL (SELECT coalesce(plan_in_effect(s.plan, s.status), 'free') AS plan) p
+     LEFT JOIN organization_members m ON m.organization_id = $3 AND m.user_id = $1
+     LEFT JOIN feature_definitions f ON f.feature_key = $2
+     LEFT JOIN plan_features pf ON pf.plan = p.plan AND pf.feature_key = $2
+     LEFT JOIN plan_features fl ON fl.plan = p.plan AND fl.feature_key = 'features'",
     &[types::UUID, types::TEXT, types::UUID],
 );
 
