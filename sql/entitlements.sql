@@ -38,6 +38,14 @@ COMMENT ON TABLE @extschema@.plan_features IS
 
 CREATE INDEX plan_features_feature_key_idx ON @extschema@.plan_features (feature_key);
 
+-- check_feature_access caches both tables per backend; any write makes every backend reload.
+CREATE TRIGGER invalidate_plan_catalog
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.feature_definitions
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.invalidate_plan_catalog();
+CREATE TRIGGER invalidate_plan_catalog
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.plan_features
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.invalidate_plan_catalog();
+
 CREATE TRIGGER update_plan_features_updated_at
     BEFORE UPDATE ON @extschema@.plan_features
     FOR EACH ROW EXECUTE FUNCTION @extschema@.update_updated_at_column();
@@ -159,5 +167,6 @@ GRANT EXECUTE ON FUNCTION @extschema@.plan_in_effect(text, text) TO authenticate
 REVOKE ALL ON FUNCTION @extschema@.org_effective_plan(uuid) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION @extschema@.org_effective_plan(uuid) TO authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.enforce_seat_limit() FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.invalidate_plan_catalog() FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.check_feature_access(uuid, text, uuid) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION @extschema@.check_feature_access(uuid, text, uuid) TO authenticated, service_role;

@@ -53,8 +53,10 @@ CREATE TRIGGER update_usage_aggregations_updated_at
 
 -- Live rollup: every insert into usage_events adds to its day and month buckets, so that
 -- check_feature_access reads one rollup row instead of scanning the log. A user counts toward
--- unique_users the first time they appear in a bucket. It holds the rollup lock in shared
--- mode: aggregate_usage() takes it exclusively, so a recompute never races with live writers.
+-- unique_users when the rows just inserted are all the events of theirs in the bucket (an
+-- index range read of at most batch+1 rows, so the cost is linear in the batch).
+-- It holds the rollup lock in shared mode: aggregate_usage() takes it exclusively, so a
+-- recompute never races with live writers.
 CREATE FUNCTION @extschema@.rollup_usage_events()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
@@ -65,26 +67,30 @@ BEGIN
     INSERT INTO @extschema@.usage_aggregations AS a
         (organization_id, event_type, period, period_start, period_end,
          total_quantity, event_count, unique_users)
-    SELECT g.organization_id, g.event_type, g.period, g.bucket_start, g.bucket_end,
-           sum(g.quantity), count(*),
-           count(DISTINCT g.user_id) FILTER (WHERE NOT EXISTS (
-               SELECT 1 FROM @extschema@.usage_events e
-               WHERE e.organization_id = g.organization_id
-                 AND e.event_type = g.event_type
-                 AND e.user_id = g.user_id
-                 AND e.created_at >= g.bucket_start AND e.created_at < g.bucket_end
-                 AND NOT EXISTS (SELECT 1 FROM new_events x WHERE x.id = e.id)))
+    SELECT per_user.organization_id, per_user.event_type, per_user.period,
+           per_user.bucket_start, per_user.bucket_end,
+           sum(per_user.quantity), sum(per_user.events),
+           count(*) FILTER (WHERE per_user.user_id IS NOT NULL AND per_user.events = (
+               SELECT count(*) FROM (
+                   SELECT 1 FROM @extschema@.usage_events e
+                   WHERE e.organization_id = per_user.organization_id
+                     AND e.event_type = per_user.event_type
+                     AND e.user_id = per_user.user_id
+                     AND e.created_at >= per_user.bucket_start AND e.created_at < per_user.bucket_end
+                   LIMIT per_user.events + 1) AS seen))
     FROM (
         -- Bucket arithmetic in UTC wall time, whatever the session's TimeZone.
-        SELECT n.organization_id, n.event_type, n.user_id, n.quantity, p.period,
+        SELECT n.organization_id, n.event_type, n.user_id, p.period,
                b.utc_start AT TIME ZONE 'UTC' AS bucket_start,
-               (b.utc_start + p.step) AT TIME ZONE 'UTC' AS bucket_end
+               (b.utc_start + p.step) AT TIME ZONE 'UTC' AS bucket_end,
+               sum(n.quantity) AS quantity, count(*) AS events
         FROM new_events n
         CROSS JOIN (VALUES ('daily', 'day', interval '1 day'),
                            ('monthly', 'month', interval '1 month')) AS p (period, unit, step)
         CROSS JOIN LATERAL (SELECT pg_catalog.date_trunc(p.unit, n.created_at AT TIME ZONE 'UTC') AS utc_start) b
-    ) g
-    GROUP BY g.organization_id, g.event_type, g.period, g.bucket_start, g.bucket_end
+        GROUP BY 1, 2, 3, 4, 5, 6
+    ) per_user
+    GROUP BY 1, 2, 3, 4, 5
     ON CONFLICT (organization_id, event_type, period, period_start) DO UPDATE
         SET total_quantity = a.total_quantity + excluded.total_quantity,
             event_count    = a.event_count + excluded.event_count,

@@ -54,7 +54,15 @@ pub fn require_self_or_service(client: &SpiClient<'_>, user_id: pgrx::Uuid, acti
     if caller_is_service_role() {
         return;
     }
-    match current_uid(client) {
+    check_self_or_service(current_uid(client), user_id, action)
+}
+
+/// As `require_self_or_service`, with `auth.uid()` already read (`caller`).
+pub fn check_self_or_service(caller: Option<pgrx::Uuid>, user_id: pgrx::Uuid, action: &str) {
+    if caller_is_service_role() {
+        return;
+    }
+    match caller {
         Some(uid) if uid == user_id => {}
         Some(_) => {
             errors::insufficient_privilege(format!("{action}: a user may only act for themself"))

@@ -5,62 +5,42 @@ use serde_json::{json, Map, Value};
 
 use crate::auth_context;
 use crate::errors;
+#[allow(unused_imports)] // named in `requires` above
+use crate::plan_catalog::invalidate_plan_catalog;
+use crate::plan_catalog::{self, Feature, Meter, PlanCatalog};
 use crate::spi::{types, Expect, Statement};
 
 pgrx::extension_sql_file!(
     "../sql/entitlements.sql",
     name = "entitlements",
-    requires = ["billing", check_feature_access]
+    requires = ["billing", check_feature_access, invalidate_plan_catalog]
 );
 
-/// Everything one answer needs, in one round trip. Usage comes from the monthly rollup rows
-/// (one row per month at most), never from the raw event log.
-static FEATURE_ACCESS: Statement = Statement::read(
+/// What changes per request, in one round trip: the caller, the membership, the subscription
+/// and the usage. Usage comes from the monthly rollup rows (one per month at most), never
+/// from the raw event log. Plan limits and flags come from the per-backend `plan_catalog`.
+static REQUEST_STATE: Statement = Statement::read(
     "SELECT
-         m.role,
-         p.plan,
+         auth.uid(),
+         (SELECT m.role FROM organization_members m WHERE m.organization_id = $2 AND m.user_id = $1),
+         coalesce(plan_in_effect(s.plan, s.status), 'free'),
          s.status,
-         f.kind,
-         f.usage_window,
-         pf.limit_value,
-         fl.flags,
-         EXISTS (SELECT 1 FROM plan_features x WHERE x.feature_key = 'features' AND x.flags ? $2),
-         (CASE f.usage_measure
+         (CASE $4
              WHEN 'members' THEN
-                 (SELECT count(*) FROM organization_members x WHERE x.organization_id = $3)::numeric
+                 (SELECT count(*) FROM organization_members x WHERE x.organization_id = $2)::numeric
              WHEN 'sum' THEN
                  (SELECT coalesce(sum(a.total_quantity), 0) FROM usage_aggregations a
-                  WHERE a.organization_id = $3 AND a.event_type = f.usage_event_type
-                    AND a.period = 'monthly'
-                    AND (f.usage_window = 'lifetime'
-                         OR a.period_start = date_trunc('month', now(), 'UTC')))
+                  WHERE a.organization_id = $2 AND a.event_type = $3 AND a.period = 'monthly'
+                    AND ($5 = 'lifetime' OR a.period_start = date_trunc('month', now(), 'UTC')))
              WHEN 'unique_users' THEN
                  (SELECT coalesce(sum(a.unique_users), 0) FROM usage_aggregations a
-                  WHERE a.organization_id = $3 AND a.event_type = f.usage_event_type
-                    AND a.period = 'monthly'
+                  WHERE a.organization_id = $2 AND a.event_type = $3 AND a.period = 'monthly'
                     AND a.period_start = date_trunc('month', now(), 'UTC'))::numeric
           END)::float8
      FROM (SELECT) AS one
-     LEFT JOIN org_subscriptions s ON s.organization_id = $3
-     CROSS JOIN LATERAL (SELECT coalesce(plan_in_effect(s.plan, s.status), 'free') AS plan) p
-     LEFT JOIN organization_members m ON m.organization_id = $3 AND m.user_id = $1
-     LEFT JOIN feature_definitions f ON f.feature_key = $2
-     LEFT JOIN plan_features pf ON pf.plan = p.plan AND pf.feature_key = $2
-     LEFT JOIN plan_features fl ON fl.plan = p.plan AND fl.feature_key = 'features'",
-    &[types::UUID, types::TEXT, types::UUID],
+     LEFT JOIN org_subscriptions s ON s.organization_id = $2",
+    &[types::UUID, types::UUID, types::TEXT, types::TEXT, types::TEXT],
 );
-
-struct Answer {
-    member_role: Option<String>,
-    plan: String,
-    status: Option<String>,
-    kind: Option<String>,
-    window: Option<String>,
-    limit: Option<i64>,
-    plan_flags: Option<Value>,
-    is_flag: bool,
-    usage: Option<f64>,
-}
 
 /// What `user_id` may do in `org_id` regarding `feature_key`:
 /// `{"limit": 100, "usage": 12, "remaining": 88, "allowed": true, "plan": "free", ...}`
@@ -78,40 +58,65 @@ fn check_feature_access(
     let user_id = errors::required(user_id, "user_id");
     let feature_key = errors::required(feature_key, "feature_key");
     let org_id = errors::required(org_id, "org_id");
-    let answer = Spi::connect(|client| {
-        auth_context::require_self_or_service(client, user_id, "check_feature_access");
+    let (catalog, state) = Spi::connect_mut(|client| {
+        let catalog = plan_catalog::get(client);
+        let meter = match catalog.feature(feature_key) {
+            Some(Feature::Limit(m)) => m,
+            _ => Meter {
+                event_type: None,
+                window: None,
+                measure: None,
+            },
+        };
         let table = client
             .select(
-                FEATURE_ACCESS.prepared(client),
+                REQUEST_STATE.prepared(client),
                 Some(1),
-                &[user_id.into(), feature_key.into(), org_id.into()],
+                &[
+                    user_id.into(),
+                    org_id.into(),
+                    meter.event_type.into(),
+                    meter.measure.into(),
+                    meter.window.into(),
+                ],
             )
-            .or_fail("feature lookup failed");
+            .or_fail("feature lookup");
         let row = table.first();
-        Answer {
-            member_role: column(&row, 1),
-            plan: column(&row, 2).unwrap_or_else(|| "free".into()),
-            status: column(&row, 3),
-            kind: column(&row, 4),
-            window: column(&row, 5),
-            limit: column(&row, 6),
-            plan_flags: column::<JsonB>(&row, 7).map(|j| j.0),
-            is_flag: column(&row, 8).unwrap_or(false),
-            usage: column(&row, 9),
-        }
+        let state = RequestState {
+            caller: column(&row, 1),
+            member_role: column(&row, 2),
+            plan: column(&row, 3).unwrap_or_else(|| "free".into()),
+            status: column(&row, 4),
+            usage: column(&row, 5),
+        };
+        (catalog, state)
     });
 
-    if answer.kind.is_none() && !answer.is_flag {
+    auth_context::check_self_or_service(state.caller, user_id, "check_feature_access");
+    let Some(feature) = catalog.feature(feature_key) else {
         errors::invalid_parameter(format!(
             "check_feature_access: unknown feature key \"{feature_key}\""
-        ));
-    }
-    if answer.member_role.is_none() {
+        ))
+    };
+    if state.member_role.is_none() {
         errors::insufficient_privilege(
             "check_feature_access: the user is not a member of this organization",
         );
     }
-    JsonB(Value::Object(describe(feature_key, answer)))
+    JsonB(Value::Object(describe(
+        feature_key,
+        &feature,
+        &catalog,
+        state,
+    )))
+}
+
+struct RequestState {
+    caller: Option<Uuid>,
+    member_role: Option<String>,
+    plan: String,
+    status: Option<String>,
+    usage: Option<f64>,
 }
 
 fn column<T: pgrx::FromDatum + pgrx::IntoDatum>(
@@ -121,16 +126,23 @@ fn column<T: pgrx::FromDatum + pgrx::IntoDatum>(
     row.get(i).or_fail("feature lookup row")
 }
 
-fn describe(feature_key: &str, a: Answer) -> Map<String, Value> {
+fn describe(
+    feature_key: &str,
+    feature: &Feature,
+    catalog: &PlanCatalog,
+    s: RequestState,
+) -> Map<String, Value> {
     let mut out = Map::new();
     out.insert("feature_key".into(), json!(feature_key));
-    out.insert("plan".into(), json!(a.plan));
-    out.insert("subscription_status".into(), json!(a.status));
-    out.insert("role".into(), json!(a.member_role));
-    match a.kind.as_deref() {
-        Some("limit") => {
-            let usage = a.usage.unwrap_or(0.0);
-            let (allowed, remaining) = match a.limit {
+    out.insert("plan".into(), json!(s.plan));
+    out.insert("subscription_status".into(), json!(s.status));
+    out.insert("role".into(), json!(s.member_role));
+    let plan_flags = catalog.flags(&s.plan);
+    match feature {
+        Feature::Limit(meter) => {
+            let limit = catalog.limit(&s.plan, feature_key);
+            let usage = s.usage.unwrap_or(0.0);
+            let (allowed, remaining) = match limit {
                 Some(-1) => (true, Value::Null),
                 Some(limit) => {
                     let left = (limit as f64 - usage).max(0.0);
@@ -140,27 +152,27 @@ fn describe(feature_key: &str, a: Answer) -> Map<String, Value> {
                 None => (false, json!(0)),
             };
             out.insert("type".into(), json!("limit"));
-            out.insert("limit".into(), json!(a.limit));
-            out.insert("unlimited".into(), json!(a.limit == Some(-1)));
+            out.insert("limit".into(), json!(limit));
+            out.insert("unlimited".into(), json!(limit == Some(-1)));
             out.insert("usage".into(), number(usage));
             out.insert("remaining".into(), remaining);
             out.insert("allowed".into(), json!(allowed));
             out.insert(
                 "window".into(),
-                json!(a.window.as_deref().unwrap_or("current")),
+                json!(meter.window.as_deref().unwrap_or("current")),
             );
         }
-        Some(_) => {
-            // The 'features' key itself: all of the plan's flags.
+        Feature::AllFlags => {
             out.insert("type".into(), json!("flags"));
             out.insert("limit".into(), Value::Null);
-            out.insert("features".into(), a.plan_flags.unwrap_or_else(|| json!({})));
+            out.insert(
+                "features".into(),
+                plan_flags.cloned().unwrap_or_else(|| json!({})),
+            );
             out.insert("allowed".into(), json!(true));
         }
-        None => {
-            let enabled = a
-                .plan_flags
-                .as_ref()
+        Feature::Flag => {
+            let enabled = plan_flags
                 .and_then(|f| f.get(feature_key))
                 .and_then(Value::as_bool)
                 .unwrap_or(false);

@@ -11,6 +11,7 @@ mod errors;
 mod identity;
 mod metering;
 mod organizations;
+mod plan_catalog;
 mod spi;
 mod timestamps;
 

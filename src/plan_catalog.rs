@@ -1,0 +1,205 @@
+//! A per-backend cache of `feature_definitions` and `plan_features`, so that
+//! `check_feature_access` reads only what changes per request (membership, subscription, usage).
+//!
+//! Any write to either table fires `invalidate_plan_catalog()`, which queues a relcache
+//! invalidation of that table: at commit PostgreSQL delivers it to every backend, whose
+//! callback drops its cache; the writing backend sees it at its next command.
+//!
+//! A load is kept only if it cannot predate a change whose invalidation was already taken:
+//! pending invalidations are accepted first, rows are read with a fresh READ COMMITTED
+//! snapshot, and a load during which an invalidation arrived (or one read under a
+//! REPEATABLE READ / SERIALIZABLE transaction snapshot) serves that call only.
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::JsonB;
+use serde_json::Value;
+
+use crate::spi::{Expect, Statement};
+
+/// What a limit counts (one row of feature_definitions).
+pub struct Meter {
+    pub event_type: Option<String>,
+    pub window: Option<String>,
+    pub measure: Option<String>,
+}
+
+pub enum Feature {
+    Limit(Meter),
+    /// The 'features' row: all boolean flags of a plan.
+    AllFlags,
+    /// One boolean flag, named in some plan's flags.
+    Flag,
+}
+
+pub struct PlanCatalog {
+    limits: HashMap<String, Meter>,
+    flags_key: HashSet<String>,
+    limit_values: HashMap<(String, String), Option<i64>>,
+    plan_flags: HashMap<String, Value>,
+    flag_names: HashSet<String>,
+}
+
+impl PlanCatalog {
+    pub fn feature(&self, key: &str) -> Option<Feature> {
+        if let Some(m) = self.limits.get(key) {
+            return Some(Feature::Limit(Meter {
+                event_type: m.event_type.clone(),
+                window: m.window.clone(),
+                measure: m.measure.clone(),
+            }));
+        }
+        if self.flags_key.contains(key) {
+            return Some(Feature::AllFlags);
+        }
+        self.flag_names.contains(key).then_some(Feature::Flag)
+    }
+
+    /// The plan's limit for `key`: `None` when the plan has no row, `Some(-1)` when unlimited.
+    pub fn limit(&self, plan: &str, key: &str) -> Option<i64> {
+        self.limit_values
+            .get(&(plan.to_string(), key.to_string()))
+            .copied()
+            .flatten()
+    }
+
+    pub fn flags(&self, plan: &str) -> Option<&Value> {
+        self.plan_flags.get(plan)
+    }
+}
+
+thread_local! {
+    static CACHE: RefCell<Option<Rc<PlanCatalog>>> = const { RefCell::new(None) };
+    static WATCHED: Cell<[pg_sys::Oid; 2]> = const { Cell::new([pg_sys::InvalidOid; 2]) };
+    static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
+    // Bumped by every invalidation of a watched table.
+    static GENERATION: Cell<u64> = const { Cell::new(0) };
+}
+
+static TABLE_OIDS: Statement = Statement::read(
+    "SELECT 'feature_definitions'::regclass::oid, 'plan_features'::regclass::oid",
+    &[],
+);
+// Planned as non-read-only so that each read takes a fresh snapshot (see the module comment).
+static DEFINITIONS: Statement = Statement::write(
+    "SELECT feature_key, kind, usage_event_type, usage_window, usage_measure FROM feature_definitions",
+    &[],
+);
+static PLAN_FEATURES: Statement = Statement::write(
+    "SELECT plan, feature_key, limit_value, flags FROM plan_features",
+    &[],
+);
+
+/// The cached catalog, loaded on first use and after any change to its tables.
+pub fn get(client: &mut SpiClient<'_>) -> Rc<PlanCatalog> {
+    // SAFETY: processes queued invalidations, as any lock acquisition would.
+    unsafe { pg_sys::AcceptInvalidationMessages() };
+    if let Some(c) = CACHE.with(|c| c.borrow().clone()) {
+        return c;
+    }
+    register_callback();
+    let oids = client
+        .select(TABLE_OIDS.prepared(client), Some(1), &[])
+        .or_fail("catalog oids");
+    let row = oids.first();
+    let watched = [
+        row.get::<pg_sys::Oid>(1)
+            .or_fail("catalog oids")
+            .unwrap_or(pg_sys::InvalidOid),
+        row.get::<pg_sys::Oid>(2)
+            .or_fail("catalog oids")
+            .unwrap_or(pg_sys::InvalidOid),
+    ];
+    WATCHED.with(|w| w.set(watched));
+    let generation = GENERATION.with(|g| g.get());
+
+    let mut catalog = PlanCatalog {
+        limits: HashMap::new(),
+        flags_key: HashSet::new(),
+        limit_values: HashMap::new(),
+        plan_flags: HashMap::new(),
+        flag_names: HashSet::new(),
+    };
+    for r in client
+        .update(DEFINITIONS.prepared(client), None, &[])
+        .or_fail("feature_definitions")
+    {
+        let key: String = r.get(1).or_fail("feature_definitions").unwrap_or_default();
+        match r.get::<String>(2).or_fail("feature_definitions").as_deref() {
+            Some("limit") => {
+                let meter = Meter {
+                    event_type: r.get(3).or_fail("feature_definitions"),
+                    window: r.get(4).or_fail("feature_definitions"),
+                    measure: r.get(5).or_fail("feature_definitions"),
+                };
+                catalog.limits.insert(key, meter);
+            }
+            _ => {
+                catalog.flags_key.insert(key);
+            }
+        }
+    }
+    for r in client
+        .update(PLAN_FEATURES.prepared(client), None, &[])
+        .or_fail("plan_features")
+    {
+        let plan: String = r.get(1).or_fail("plan_features").unwrap_or_default();
+        let key: String = r.get(2).or_fail("plan_features").unwrap_or_default();
+        let limit: Option<i64> = r.get(3).or_fail("plan_features");
+        if let Some(JsonB(flags)) = r.get::<JsonB>(4).or_fail("plan_features") {
+            if let Some(obj) = flags.as_object() {
+                catalog.flag_names.extend(obj.keys().cloned());
+            }
+            catalog.plan_flags.insert(plan.clone(), flags);
+        }
+        catalog.limit_values.insert((plan, key), limit);
+    }
+    let catalog = Rc::new(catalog);
+    // SAFETY: reads the backend's current transaction isolation level.
+    let read_committed = unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32;
+    if read_committed && GENERATION.with(|g| g.get()) == generation {
+        CACHE.with(|c| *c.borrow_mut() = Some(catalog.clone()));
+    }
+    catalog
+}
+
+fn register_callback() {
+    if CALLBACK_REGISTERED.with(|r| r.replace(true)) {
+        return;
+    }
+    // SAFETY: registers a plain function pointer once per backend; it lives as long as the backend.
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(
+            Some(on_relcache_invalidation),
+            pg_sys::Datum::from(0),
+        )
+    };
+}
+
+/// Runs inside PostgreSQL's invalidation processing: only drop the cache, nothing that can fail.
+unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    let watched = WATCHED.with(|w| w.get());
+    if relid == pg_sys::InvalidOid || watched.contains(&relid) {
+        GENERATION.with(|g| g.set(g.get().wrapping_add(1)));
+        CACHE.with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                *c = None;
+            }
+        });
+    }
+}
+
+/// AFTER INSERT/UPDATE/DELETE/TRUNCATE FOR EACH STATEMENT on feature_definitions and
+/// plan_features: every backend drops its cached catalog once the change commits.
+#[pg_trigger]
+pub fn invalidate_plan_catalog<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, pgrx::datum::TryFromDatumError> {
+    let relid = trigger.relid().unwrap_or(pg_sys::InvalidOid);
+    // SAFETY: queues a relcache invalidation message for a relation that exists (it fired us).
+    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
+    Ok(None)
+}
