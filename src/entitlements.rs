@@ -7,7 +7,7 @@ use crate::auth_context;
 use crate::errors;
 #[allow(unused_imports)] // named in `requires` above
 use crate::plan_catalog::invalidate_plan_catalog;
-use crate::plan_catalog::{self, Feature, Meter, PlanCatalog};
+use crate::plan_catalog::{self, Feature, PlanCatalog};
 use crate::spi::{types, Expect, Statement};
 
 pgrx::extension_sql_file!(
@@ -19,28 +19,59 @@ pgrx::extension_sql_file!(
 /// What changes per request, in one round trip: the caller, the membership, the subscription
 /// and the usage. Usage comes from the monthly rollup rows (one per month at most), never
 /// from the raw event log. Plan limits and flags come from the per-backend `plan_catalog`.
-static REQUEST_STATE: Statement = Statement::read(
-    "SELECT
-         auth.uid(),
-         (SELECT m.role FROM organization_members m WHERE m.organization_id = $2 AND m.user_id = $1),
-         coalesce(plan_in_effect(s.plan, s.status), 'free'),
-         s.status,
-         (CASE $4
-             WHEN 'members' THEN
-                 (SELECT count(*) FROM organization_members x WHERE x.organization_id = $2)::numeric
-             WHEN 'sum' THEN
-                 (SELECT coalesce(sum(a.total_quantity), 0) FROM usage_aggregations a
-                  WHERE a.organization_id = $2 AND a.event_type = $3 AND a.period = 'monthly'
-                    AND ($5 = 'lifetime' OR a.period_start = date_trunc('month', now(), 'UTC')))
-             WHEN 'unique_users' THEN
-                 (SELECT coalesce(sum(a.unique_users), 0) FROM usage_aggregations a
-                  WHERE a.organization_id = $2 AND a.event_type = $3 AND a.period = 'monthly'
-                    AND a.period_start = date_trunc('month', now(), 'UTC'))::numeric
-          END)::float8
-     FROM (SELECT) AS one
-     LEFT JOIN org_subscriptions s ON s.organization_id = $2",
-    &[types::UUID, types::UUID, types::TEXT, types::TEXT, types::TEXT],
+/// One statement per kind of meter, so each keeps a small generic plan.
+macro_rules! request_state {
+    ($usage:literal) => {
+        Statement::read(
+            concat!(
+                "SELECT auth.uid(),
+                        (SELECT m.role FROM organization_members m
+                         WHERE m.organization_id = $2 AND m.user_id = $1),
+                        coalesce(plan_in_effect(s.plan, s.status), 'free'),
+                        s.status,
+                        (",
+                $usage,
+                ")::float8
+                 FROM (SELECT) AS one
+                 LEFT JOIN org_subscriptions s ON s.organization_id = $2"
+            ),
+            &[types::UUID, types::UUID, types::TEXT],
+        )
+    };
+}
+
+static STATE_WITHOUT_USAGE: Statement = request_state!("SELECT NULL::float8 WHERE $3 IS NULL");
+static STATE_MEMBERS: Statement = request_state!(
+    "SELECT count(*) FROM organization_members x WHERE x.organization_id = $2 AND $3 IS NULL"
 );
+static STATE_SUM_THIS_MONTH: Statement = request_state!(
+    "SELECT coalesce(sum(a.total_quantity), 0) FROM usage_aggregations a
+     WHERE a.organization_id = $2 AND a.event_type = $3 AND a.period = 'monthly'
+       AND a.period_start = date_trunc('month', now(), 'UTC')"
+);
+static STATE_SUM_LIFETIME: Statement = request_state!(
+    "SELECT coalesce(sum(a.total_quantity), 0) FROM usage_aggregations a
+     WHERE a.organization_id = $2 AND a.event_type = $3 AND a.period = 'monthly'"
+);
+static STATE_UNIQUE_USERS_THIS_MONTH: Statement = request_state!(
+    "SELECT coalesce(sum(a.unique_users), 0) FROM usage_aggregations a
+     WHERE a.organization_id = $2 AND a.event_type = $3 AND a.period = 'monthly'
+       AND a.period_start = date_trunc('month', now(), 'UTC')"
+);
+
+/// The statement that measures `feature`'s usage.
+fn request_state_for(feature: Option<&Feature>) -> &'static Statement {
+    let Some(Feature::Limit(meter)) = feature else {
+        return &STATE_WITHOUT_USAGE;
+    };
+    match (meter.measure.as_deref(), meter.window.as_deref()) {
+        (Some("members"), _) => &STATE_MEMBERS,
+        (Some("sum"), Some("lifetime")) => &STATE_SUM_LIFETIME,
+        (Some("sum"), _) => &STATE_SUM_THIS_MONTH,
+        (Some("unique_users"), _) => &STATE_UNIQUE_USERS_THIS_MONTH,
+        _ => &STATE_WITHOUT_USAGE,
+    }
+}
 
 /// What `user_id` may do in `org_id` regarding `feature_key`:
 /// `{"limit": 100, "usage": 12, "remaining": 88, "allowed": true, "plan": "free", ...}`
@@ -60,25 +91,16 @@ fn check_feature_access(
     let org_id = errors::required(org_id, "org_id");
     let (catalog, state) = Spi::connect_mut(|client| {
         let catalog = plan_catalog::get(client);
-        let meter = match catalog.feature(feature_key) {
-            Some(Feature::Limit(m)) => m,
-            _ => Meter {
-                event_type: None,
-                window: None,
-                measure: None,
-            },
+        let feature = catalog.feature(feature_key);
+        let event_type = match &feature {
+            Some(Feature::Limit(m)) => m.event_type.clone(),
+            _ => None,
         };
         let table = client
             .select(
-                REQUEST_STATE.prepared(client),
+                request_state_for(feature.as_ref()).prepared(client),
                 Some(1),
-                &[
-                    user_id.into(),
-                    org_id.into(),
-                    meter.event_type.into(),
-                    meter.measure.into(),
-                    meter.window.into(),
-                ],
+                &[user_id.into(), org_id.into(), event_type.into()],
             )
             .or_fail("feature lookup");
         let row = table.first();
