@@ -89,11 +89,12 @@ fn check_feature_access(
     let user_id = errors::required(user_id, "user_id");
     let feature_key = errors::required(feature_key, "feature_key");
     let org_id = errors::required(org_id, "org_id");
-    let (catalog, state) = Spi::connect_mut(|client| {
+    // The answer is composed inside the SPI connection so the feature can borrow the catalog.
+    Spi::connect_mut(|client| {
         let catalog = plan_catalog::get(client);
         let feature = catalog.feature(feature_key);
-        let event_type = match &feature {
-            Some(Feature::Limit(m)) => m.event_type.clone(),
+        let event_type = match feature {
+            Some(Feature::Limit(m)) => m.event_type.as_deref(),
             _ => None,
         };
         let table = client
@@ -111,26 +112,25 @@ fn check_feature_access(
             status: column(&row, 4),
             usage: column(&row, 5),
         };
-        (catalog, state)
-    });
 
-    auth_context::check_self_or_service(state.caller, user_id, "check_feature_access");
-    let Some(feature) = catalog.feature(feature_key) else {
-        errors::invalid_parameter(format!(
-            "check_feature_access: unknown feature key \"{feature_key}\""
-        ))
-    };
-    if state.member_role.is_none() {
-        errors::insufficient_privilege(
-            "check_feature_access: the user is not a member of this organization",
-        );
-    }
-    JsonB(Value::Object(describe(
-        feature_key,
-        &feature,
-        &catalog,
-        state,
-    )))
+        auth_context::check_self_or_service(state.caller, user_id, "check_feature_access");
+        let Some(feature) = feature else {
+            errors::invalid_parameter(format!(
+                "check_feature_access: unknown feature key \"{feature_key}\""
+            ))
+        };
+        if state.member_role.is_none() {
+            errors::insufficient_privilege(
+                "check_feature_access: the user is not a member of this organization",
+            );
+        }
+        JsonB(Value::Object(describe(
+            feature_key,
+            &feature,
+            &catalog,
+            state,
+        )))
+    })
 }
 
 struct RequestState {

@@ -27,8 +27,8 @@ pub struct Meter {
     pub measure: Option<String>,
 }
 
-pub enum Feature {
-    Limit(Meter),
+pub enum Feature<'a> {
+    Limit(&'a Meter),
     /// The 'features' row: all boolean flags of a plan.
     AllFlags,
     /// One boolean flag, named in some plan's flags.
@@ -44,13 +44,9 @@ pub struct PlanCatalog {
 }
 
 impl PlanCatalog {
-    pub fn feature(&self, key: &str) -> Option<Feature> {
+    pub fn feature(&self, key: &str) -> Option<Feature<'_>> {
         if let Some(m) = self.limits.get(key) {
-            return Some(Feature::Limit(Meter {
-                event_type: m.event_type.clone(),
-                window: m.window.clone(),
-                measure: m.measure.clone(),
-            }));
+            return Some(Feature::Limit(m));
         }
         if self.flags_key.contains(key) {
             return Some(Feature::AllFlags);
