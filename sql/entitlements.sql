@@ -106,43 +106,36 @@ AS $$
         'free')
 $$;
 
--- Seats: an organization may not have more members than its plan's max_seats.
--- An AFTER trigger, so it runs only for inserts that passed the row level security check
--- (a non-member learns nothing about another organization's seats). The organization row is
--- locked before counting, so two concurrent additions at the limit cannot both pass: the
--- second counts after the first commits.
-CREATE FUNCTION @extschema@.enforce_seat_limit()
+-- Restoring a dump: CREATE EXTENSION seeds the catalog, then the dump's COPY brings the
+-- catalog as it was (pg_extension_config_dump below puts every row in the dump, operator
+-- edits and added features included). In a restore session the first COPY into a catalog
+-- table therefore starts from empty instead of colliding with the seed. feature_definitions
+-- is restored first (plan_features references it), so it clears both.
+CREATE FUNCTION @extschema@.replace_seeded_catalog()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, @extschema@, pg_temp
 AS $$
-DECLARE
-    seat_limit    bigint;
-    member_count  bigint;
 BEGIN
-    PERFORM 1 FROM @extschema@.organizations o WHERE o.id = NEW.organization_id FOR NO KEY UPDATE;
-    SELECT pf.limit_value INTO seat_limit
-    FROM @extschema@.plan_features pf
-    WHERE pf.plan = @extschema@.org_effective_plan(NEW.organization_id)
-      AND pf.feature_key = 'max_seats';
-    IF seat_limit IS NULL OR seat_limit = -1 THEN
-        RETURN NULL;
-    END IF;
-    SELECT count(*) INTO member_count
-    FROM @extschema@.organization_members m
-    WHERE m.organization_id = NEW.organization_id;
-    IF member_count > seat_limit THEN
-        RAISE EXCEPTION 'organization % has used all % seats of its plan', NEW.organization_id, seat_limit
-            USING ERRCODE = 'program_limit_exceeded',
-                  HINT = 'Upgrade the plan or remove a member first.';
+    IF @extschema@.restore_in_progress() THEN
+        DELETE FROM @extschema@.plan_features;
+        IF TG_TABLE_NAME = 'feature_definitions' THEN
+            DELETE FROM @extschema@.feature_definitions;
+        END IF;
     END IF;
     RETURN NULL;
 END
 $$;
 
-CREATE TRIGGER enforce_seat_limit
-    AFTER INSERT ON @extschema@.organization_members
-    FOR EACH ROW EXECUTE FUNCTION @extschema@.enforce_seat_limit();
+CREATE TRIGGER replace_seeded_catalog
+    BEFORE INSERT ON @extschema@.feature_definitions
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.replace_seeded_catalog();
+CREATE TRIGGER replace_seeded_catalog
+    BEFORE INSERT ON @extschema@.plan_features
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.replace_seeded_catalog();
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.feature_definitions', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.plan_features', '');
 
 REVOKE ALL ON @extschema@.feature_definitions, @extschema@.plan_features
     FROM PUBLIC, anon, authenticated, service_role;
@@ -166,7 +159,7 @@ REVOKE ALL ON FUNCTION @extschema@.plan_in_effect(text, text) FROM PUBLIC, anon,
 GRANT EXECUTE ON FUNCTION @extschema@.plan_in_effect(text, text) TO authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.org_effective_plan(uuid) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION @extschema@.org_effective_plan(uuid) TO authenticated, service_role;
-REVOKE ALL ON FUNCTION @extschema@.enforce_seat_limit() FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.replace_seeded_catalog() FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.invalidate_plan_catalog() FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.check_feature_access(uuid, text, uuid) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION @extschema@.check_feature_access(uuid, text, uuid) TO authenticated, service_role;

@@ -1,7 +1,10 @@
 -- Identity: one profile row per auth user (seed 000 §1).
 
 CREATE TABLE @extschema@.users (
-    id                          uuid PRIMARY KEY REFERENCES auth.users (id) ON DELETE CASCADE,
+    -- The auth.users row's id. Not a foreign key: auth.users may belong to another owner
+    -- (Supabase's GoTrue) and a restore loads the two in any order; provisioning's triggers on
+    -- auth.users create and delete profiles, and check_profile refuses a profile without one.
+    id                          uuid PRIMARY KEY,
     -- core identity
     username                    text CHECK (@extschema@.is_valid_username(username)),
     display_name                text CHECK (char_length(display_name) <= 100),
@@ -49,11 +52,23 @@ CREATE TABLE @extschema@.users (
     onboarding_completed_at     timestamptz,
     last_active_at              timestamptz,
     created_at                  timestamptz NOT NULL DEFAULT now(),
-    updated_at                  timestamptz NOT NULL DEFAULT now()
+    updated_at                  timestamptz NOT NULL DEFAULT now(),
+    -- since 0.2.0, followed from auth.users
+    phone                       text,
+    is_anonymous                boolean NOT NULL DEFAULT false,
+    deleted_at                  timestamptz
 );
 
 COMMENT ON TABLE @extschema@.users IS
     'Application profile of each auth.users row; created by the on_auth_user_created trigger.';
+COMMENT ON COLUMN @extschema@.users.email IS
+    'The sign-in email, followed from auth.users (changes arrive through the auth.users update trigger).';
+COMMENT ON COLUMN @extschema@.users.phone IS
+    'The sign-in phone, followed from auth.users. phone_country_code/phone_number are the user''s own contact details.';
+COMMENT ON COLUMN @extschema@.users.is_anonymous IS
+    'An anonymous sign-in (Supabase anonymous auth): a personal organization, no team organizations, no username.';
+COMMENT ON COLUMN @extschema@.users.deleted_at IS
+    'When the account was soft-deleted in auth.users; the profile''s personal data is cleared then.';
 COMMENT ON COLUMN @extschema@.users.account_type IS
     'Platform role: super_admin, admin (console access) or user. Only the service role changes it.';
 
@@ -68,9 +83,9 @@ CREATE TRIGGER update_users_updated_at
     BEFORE UPDATE ON @extschema@.users
     FOR EACH ROW EXECUTE FUNCTION @extschema@.update_updated_at_column();
 
-CREATE TRIGGER on_auth_user_created
-    AFTER INSERT ON auth.users
-    FOR EACH ROW EXECUTE FUNCTION @extschema@.handle_new_user();
+CREATE TRIGGER check_profile
+    BEFORE INSERT OR UPDATE OF id, username ON @extschema@.users
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.check_profile();
 
 -- Privileges: API roles get nothing by default (Supabase's default privileges would
 -- otherwise grant ALL), then exactly what the policies below are written for.
@@ -113,11 +128,9 @@ REVOKE ALL ON FUNCTION @extschema@.check_username_available(text) FROM PUBLIC, a
 GRANT EXECUTE ON FUNCTION @extschema@.check_username_available(text) TO anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.complete_onboarding(uuid) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION @extschema@.complete_onboarding(uuid) TO authenticated, service_role;
-REVOKE ALL ON FUNCTION @extschema@.sync_auth_users() FROM PUBLIC, anon, authenticated, service_role;
-GRANT EXECUTE ON FUNCTION @extschema@.sync_auth_users() TO service_role;
 -- Trigger functions are never called directly.
-REVOKE ALL ON FUNCTION @extschema@.handle_new_user() FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.check_profile() FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.update_updated_at_column() FROM PUBLIC, anon, authenticated, service_role;
--- The signup trigger writes profiles, orgs and subscriptions whoever inserts into auth.users.
-ALTER FUNCTION @extschema@.handle_new_user()
+-- It reads usernames and accounts the caller cannot see.
+ALTER FUNCTION @extschema@.check_profile()
     SECURITY DEFINER SET search_path = pg_catalog, @extschema@, pg_temp;

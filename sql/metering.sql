@@ -1,10 +1,26 @@
 -- Metering: the raw usage log and its daily/monthly rollups (seed 000 §4).
 
--- The advisory lock that orders live rollups (shared) against aggregate_usage() (exclusive).
-CREATE FUNCTION @extschema@.usage_rollup_lock_key()
-RETURNS bigint
-LANGUAGE sql IMMUTABLE
-AS $$ SELECT 7305916244011522048::bigint $$;
+-- Rollup buckets are calendar days and months in UTC, whatever the session's TimeZone:
+-- [usage_bucket_start(period, t), usage_bucket_end(period, t)). The one place this formula
+-- lives; the live rollup, aggregate_usage and check_feature_access all call it. Plain SQL,
+-- so the planner inlines it.
+CREATE FUNCTION @extschema@.usage_bucket_start(period text, at timestamptz)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT pg_catalog.date_trunc(CASE period WHEN 'daily' THEN 'day' WHEN 'monthly' THEN 'month' END,
+                                 at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+$$;
+
+CREATE FUNCTION @extschema@.usage_bucket_end(period text, at timestamptz)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT (pg_catalog.date_trunc(CASE period WHEN 'daily' THEN 'day' WHEN 'monthly' THEN 'month' END,
+                                  at AT TIME ZONE 'UTC')
+            + CASE period WHEN 'daily' THEN interval '1 day' WHEN 'monthly' THEN interval '1 month' END)
+           AT TIME ZONE 'UTC'
+$$;
 
 CREATE TABLE @extschema@.usage_events (
     id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -13,8 +29,12 @@ CREATE TABLE @extschema@.usage_events (
     -- record_created, api_call, automation_run, storage_used, schedule_executed,
     -- ai_tokens_used, user_active, or an application's own.
     event_type       text NOT NULL CHECK (event_type ~ '^[a-z][a-z0-9_]{0,62}$'),
-    -- A delta in the unit of the limit it counts against; negative only as a service-role correction.
-    quantity         numeric NOT NULL DEFAULT 1 CHECK (quantity <> 0),
+    -- A delta in the unit of the limit it counts against; negative only as a service-role
+    -- correction. Finite and at most 1e12 in magnitude: NaN and Infinity are numerics, and
+    -- one of them would poison every sum of the organization's meters.
+    quantity         numeric NOT NULL DEFAULT 1
+                     CONSTRAINT usage_events_quantity_finite_check
+                     CHECK (quantity <> 0 AND quantity BETWEEN -1e12 AND 1e12),
     metadata         jsonb NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(metadata) = 'object'),
     created_at       timestamptz NOT NULL DEFAULT now()
 );
@@ -55,15 +75,19 @@ CREATE TRIGGER update_usage_aggregations_updated_at
 -- check_feature_access reads one rollup row instead of scanning the log. A user counts toward
 -- unique_users when the rows just inserted are all the events of theirs in the bucket (an
 -- index range read of at most batch+1 rows, so the cost is linear in the batch).
--- It holds the rollup lock in shared mode: aggregate_usage() takes it exclusively, so a
--- recompute never races with live writers.
+-- aggregate_usage() recomputes buckets with the organizations' rows locked FOR UPDATE, which
+-- the foreign key check of every new event (FOR KEY SHARE on its organization) waits for: a
+-- recompute never races with live writers, and only the organizations it recomputes wait.
+-- A restore loads the events and their rollups as they were: nothing to add then.
 CREATE FUNCTION @extschema@.rollup_usage_events()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, @extschema@, pg_temp
 AS $$
 BEGIN
-    PERFORM pg_catalog.pg_advisory_xact_lock_shared(@extschema@.usage_rollup_lock_key());
+    IF @extschema@.restore_in_progress() THEN
+        RETURN NULL;
+    END IF;
     INSERT INTO @extschema@.usage_aggregations AS a
         (organization_id, event_type, period, period_start, period_end,
          total_quantity, event_count, unique_users)
@@ -79,15 +103,12 @@ BEGIN
                      AND e.created_at >= per_user.bucket_start AND e.created_at < per_user.bucket_end
                    LIMIT per_user.events + 1) AS seen))
     FROM (
-        -- Bucket arithmetic in UTC wall time, whatever the session's TimeZone.
         SELECT n.organization_id, n.event_type, n.user_id, p.period,
-               b.utc_start AT TIME ZONE 'UTC' AS bucket_start,
-               (b.utc_start + p.step) AT TIME ZONE 'UTC' AS bucket_end,
+               @extschema@.usage_bucket_start(p.period, n.created_at) AS bucket_start,
+               @extschema@.usage_bucket_end(p.period, n.created_at) AS bucket_end,
                sum(n.quantity) AS quantity, count(*) AS events
         FROM new_events n
-        CROSS JOIN (VALUES ('daily', 'day', interval '1 day'),
-                           ('monthly', 'month', interval '1 month')) AS p (period, unit, step)
-        CROSS JOIN LATERAL (SELECT pg_catalog.date_trunc(p.unit, n.created_at AT TIME ZONE 'UTC') AS utc_start) b
+        CROSS JOIN (VALUES ('daily'), ('monthly')) AS p (period)
         GROUP BY 1, 2, 3, 4, 5, 6
     ) per_user
     GROUP BY 1, 2, 3, 4, 5
@@ -143,6 +164,9 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_events', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_aggregations', '');
 
 REVOKE ALL ON FUNCTION @extschema@.rollup_usage_events() FROM PUBLIC, anon, authenticated, service_role;
-REVOKE ALL ON FUNCTION @extschema@.usage_rollup_lock_key() FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.usage_bucket_start(text, timestamptz) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.usage_bucket_start(text, timestamptz) TO authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.usage_bucket_end(text, timestamptz) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.usage_bucket_end(text, timestamptz) TO authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.aggregate_usage(text, timestamptz, timestamptz) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION @extschema@.aggregate_usage(text, timestamptz, timestamptz) TO service_role;

@@ -3,9 +3,10 @@
 CREATE TABLE @extschema@.organizations (
     id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     name         text NOT NULL CHECK (char_length(btrim(name)) BETWEEN 1 AND 100),
-    slug         text NOT NULL UNIQUE
-                 CHECK (slug ~ '^[a-z0-9]+(-[a-z0-9]+)*$' AND char_length(slug) BETWEEN 3 AND 63),
-    -- Deleting a user deletes the workspaces they own: transfer ownership first to keep a team.
+    slug         text NOT NULL UNIQUE CONSTRAINT organizations_slug_check CHECK (@extschema@.is_valid_slug(slug)),
+    -- Always a member with the role owner. When the owner's profile is deleted its teams pass
+    -- to a successor first (hand_over_organizations); what is left (the personal
+    -- organization, teams nobody else is in) goes with it.
     owner_id     uuid NOT NULL REFERENCES @extschema@.users (id) ON DELETE CASCADE,
     is_personal  boolean NOT NULL DEFAULT false,
     org_type     text NOT NULL DEFAULT 'business'
@@ -15,11 +16,15 @@ CREATE TABLE @extschema@.organizations (
     settings     jsonb NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(settings) = 'object'),
     created_at   timestamptz NOT NULL DEFAULT now(),
     updated_at   timestamptz NOT NULL DEFAULT now(),
+    -- since 0.2.0: maintained by track_membership; the seat limit counts it
+    member_count integer NOT NULL DEFAULT 0 CONSTRAINT organizations_member_count_check CHECK (member_count >= 0),
     CONSTRAINT organizations_personal_type_check CHECK (is_personal = (org_type = 'personal'))
 );
 
 COMMENT ON TABLE @extschema@.organizations IS
     'Workspaces. Every user has exactly one personal organization; team organizations are created with create_organization().';
+COMMENT ON COLUMN @extschema@.organizations.member_count IS
+    'Members of the organization, kept by the track_membership trigger. The seat limit (plan max_seats) counts it.';
 
 -- One personal organization per user: also what makes the signup trigger idempotent.
 CREATE UNIQUE INDEX organizations_one_personal_per_owner ON @extschema@.organizations (owner_id)
@@ -46,6 +51,26 @@ CREATE TRIGGER update_organizations_updated_at
 CREATE TRIGGER update_organization_members_updated_at
     BEFORE UPDATE ON @extschema@.organization_members
     FOR EACH ROW EXECUTE FUNCTION @extschema@.update_updated_at_column();
+
+-- Slugs being chosen: the rule, not reserved, not taken, with errors that say which.
+CREATE TRIGGER check_organization
+    BEFORE INSERT OR UPDATE OF slug ON @extschema@.organizations
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.check_organization();
+
+-- member_count and the seat limit. AFTER, so it only sees additions that passed RLS.
+CREATE TRIGGER track_membership
+    AFTER INSERT OR DELETE OR UPDATE OF organization_id, user_id ON @extschema@.organization_members
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.track_membership();
+
+-- The owner's membership stays while the organization and the owner's account do.
+CREATE TRIGGER protect_owner_membership
+    BEFORE DELETE OR UPDATE ON @extschema@.organization_members
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.protect_owner_membership();
+
+-- Teams pass to a successor before a deleted profile's foreign keys remove what it owns.
+CREATE TRIGGER hand_over_organizations
+    BEFORE DELETE ON @extschema@.users
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.hand_over_organizations();
 
 -- Policy helpers. SECURITY DEFINER so that a policy on organization_members can ask about
 -- memberships without recursing into its own policy; each returns only the caller's own rows.
@@ -77,10 +102,10 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.organizations, @extschema@.o
 ALTER TABLE @extschema@.organizations ENABLE ROW LEVEL SECURITY;
 ALTER TABLE @extschema@.organization_members ENABLE ROW LEVEL SECURITY;
 
+-- Visibility comes from membership only (an owner is always a member).
 CREATE POLICY organizations_select_member ON @extschema@.organizations
     FOR SELECT TO authenticated
-    USING (owner_id = (SELECT auth.uid())
-           OR id IN (SELECT @extschema@.current_user_org_ids()));
+    USING (id IN (SELECT @extschema@.current_user_org_ids()));
 
 CREATE POLICY organizations_update_admin ON @extschema@.organizations
     FOR UPDATE TO authenticated
@@ -141,3 +166,21 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.organization_members', '
 
 REVOKE ALL ON FUNCTION @extschema@.create_organization(text, text, text) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION @extschema@.create_organization(text, text, text) TO authenticated;
+REVOKE ALL ON FUNCTION @extschema@.transfer_ownership(uuid, uuid) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.transfer_ownership(uuid, uuid) TO authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.is_valid_slug(text) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.is_valid_slug(text) TO anon, authenticated, service_role;
+
+-- Trigger functions: never called directly; they read and count across organizations.
+REVOKE ALL ON FUNCTION @extschema@.check_organization() FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.track_membership() FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.protect_owner_membership() FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.hand_over_organizations() FROM PUBLIC, anon, authenticated, service_role;
+ALTER FUNCTION @extschema@.check_organization()
+    SECURITY DEFINER SET search_path = pg_catalog, @extschema@, pg_temp;
+ALTER FUNCTION @extschema@.track_membership()
+    SECURITY DEFINER SET search_path = pg_catalog, @extschema@, pg_temp;
+ALTER FUNCTION @extschema@.protect_owner_membership()
+    SECURITY DEFINER SET search_path = pg_catalog, @extschema@, pg_temp;
+ALTER FUNCTION @extschema@.hand_over_organizations()
+    SECURITY DEFINER SET search_path = pg_catalog, @extschema@, pg_temp;

@@ -3,7 +3,7 @@
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
-use crate::spi::{types, Expect, Statement};
+use crate::spi::{self, types, Statement};
 
 pgrx::extension_sql_file!(
     "../sql/billing.sql",
@@ -20,9 +20,7 @@ static START_FREE: Statement = Statement::write(
 
 /// Puts `org` on the free plan unless it already has a subscription.
 pub fn start_free_subscription(client: &mut SpiClient<'_>, org: Uuid) {
-    client
-        .update(START_FREE.prepared(client), None, &[org.into()])
-        .or_fail("free subscription insert failed");
+    spi::run(client, &START_FREE, &[org.into()], "starting the free plan");
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -1,5 +1,7 @@
-//! Entitlements: plan limits and feature flags, answered per request (sql/entitlements.sql).
+//! Entitlements: plan limits and feature flags, answered per request, and the seat limit
+//! (sql/entitlements.sql).
 use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
 use pgrx::{JsonB, Uuid};
 use serde_json::{json, Map, Value};
 
@@ -7,13 +9,13 @@ use crate::auth_context;
 use crate::errors;
 #[allow(unused_imports)] // named in `requires` above
 use crate::plan_catalog::invalidate_plan_catalog;
-use crate::plan_catalog::{self, Feature, PlanCatalog};
-use crate::spi::{types, Expect, Statement};
+use crate::plan_catalog::{self, Feature, Limit, Measure, PlanCatalog, Window};
+use crate::spi::{Expect, Statement};
 
 pgrx::extension_sql_file!(
     "../sql/entitlements.sql",
     name = "entitlements",
-    requires = ["billing", check_feature_access, invalidate_plan_catalog]
+    requires = ["billing", feature_access, invalidate_plan_catalog]
 );
 
 /// What changes per request, in one round trip: the caller, the membership, the subscription
@@ -22,7 +24,7 @@ pgrx::extension_sql_file!(
 /// One statement per kind of meter, so each keeps a small generic plan.
 macro_rules! request_state {
     ($usage:literal) => {
-        Statement::read(
+        $crate::spi::Statement::read(
             concat!(
                 "SELECT auth.uid(),
                         (SELECT m.role FROM organization_members m
@@ -35,41 +37,59 @@ macro_rules! request_state {
                  FROM (SELECT) AS one
                  LEFT JOIN org_subscriptions s ON s.organization_id = $2"
             ),
-            &[types::UUID, types::UUID, types::TEXT],
+            &[
+                $crate::spi::types::UUID,
+                $crate::spi::types::UUID,
+                $crate::spi::types::TEXT,
+            ],
         )
     };
 }
+pub(crate) use request_state;
 
-static STATE_WITHOUT_USAGE: Statement = request_state!("SELECT NULL::float8 WHERE $3 IS NULL");
-static STATE_MEMBERS: Statement = request_state!(
-    "SELECT count(*) FROM organization_members x WHERE x.organization_id = $2 AND $3 IS NULL"
-);
-static STATE_SUM_THIS_MONTH: Statement = request_state!(
-    "SELECT coalesce(sum(a.total_quantity), 0) FROM usage_aggregations a
-     WHERE a.organization_id = $2 AND a.event_type = $3 AND a.period = 'monthly'
-       AND a.period_start = date_trunc('month', now(), 'UTC')"
-);
-static STATE_SUM_LIFETIME: Statement = request_state!(
-    "SELECT coalesce(sum(a.total_quantity), 0) FROM usage_aggregations a
-     WHERE a.organization_id = $2 AND a.event_type = $3 AND a.period = 'monthly'"
-);
-static STATE_UNIQUE_USERS_THIS_MONTH: Statement = request_state!(
-    "SELECT coalesce(sum(a.unique_users), 0) FROM usage_aggregations a
-     WHERE a.organization_id = $2 AND a.event_type = $3 AND a.period = 'monthly'
-       AND a.period_start = date_trunc('month', now(), 'UTC')"
-);
+/// The statements that read a request's state, one per kind of meter.
+pub struct UsageStatements {
+    pub without_usage: Statement,
+    pub members: Statement,
+    pub sum_this_month: Statement,
+    pub sum_lifetime: Statement,
+    pub unique_users_this_month: Statement,
+}
 
-/// The statement that measures `feature`'s usage.
-fn request_state_for(feature: Option<&Feature>) -> &'static Statement {
-    let Some(Feature::Limit(meter)) = feature else {
-        return &STATE_WITHOUT_USAGE;
-    };
-    match (meter.measure.as_deref(), meter.window.as_deref()) {
-        (Some("members"), _) => &STATE_MEMBERS,
-        (Some("sum"), Some("lifetime")) => &STATE_SUM_LIFETIME,
-        (Some("sum"), _) => &STATE_SUM_THIS_MONTH,
-        (Some("unique_users"), _) => &STATE_UNIQUE_USERS_THIS_MONTH,
-        _ => &STATE_WITHOUT_USAGE,
+static STATEMENTS: UsageStatements = UsageStatements {
+    without_usage: request_state!("SELECT NULL::float8 WHERE $3 IS NULL"),
+    members: request_state!(
+        "SELECT o.member_count FROM organizations o WHERE o.id = $2 AND $3 IS NULL"
+    ),
+    sum_this_month: request_state!(
+        "SELECT coalesce(sum(a.total_quantity), 0) FROM usage_aggregations a
+         WHERE a.organization_id = $2 AND a.event_type = $3 AND a.period = 'monthly'
+           AND a.period_start = usage_bucket_start('monthly', now())"
+    ),
+    sum_lifetime: request_state!(
+        "SELECT coalesce(sum(a.total_quantity), 0) FROM usage_aggregations a
+         WHERE a.organization_id = $2 AND a.event_type = $3 AND a.period = 'monthly'"
+    ),
+    unique_users_this_month: request_state!(
+        "SELECT coalesce(sum(a.unique_users), 0) FROM usage_aggregations a
+         WHERE a.organization_id = $2 AND a.event_type = $3 AND a.period = 'monthly'
+           AND a.period_start = usage_bucket_start('monthly', now())"
+    ),
+};
+
+impl UsageStatements {
+    /// The statement that measures `feature`'s usage.
+    fn for_feature(&'static self, feature: Option<&Feature>) -> &'static Statement {
+        let Some(Feature::Limit(meter)) = feature else {
+            return &self.without_usage;
+        };
+        match (meter.measure, meter.window) {
+            (Measure::Members, _) => &self.members,
+            (Measure::Sum, Window::Lifetime) => &self.sum_lifetime,
+            (Measure::Sum, _) => &self.sum_this_month,
+            (Measure::UniqueUsers, _) => &self.unique_users_this_month,
+            (Measure::Unmetered, _) => &self.without_usage,
+        }
     }
 }
 
@@ -79,12 +99,18 @@ fn request_state_for(feature: Option<&Feature>) -> &'static Statement {
 ///
 /// The service role may ask about anyone; any other caller only about themself. A user who
 /// is not a member of the organization learns nothing about it (42501). Unknown keys: 22023.
-#[pg_extern(stable, security_definer)]
+#[pg_extern(stable, security_definer, name = "check_feature_access")]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
-fn check_feature_access(
+fn feature_access(user_id: Option<Uuid>, feature_key: Option<&str>, org_id: Option<Uuid>) -> JsonB {
+    answer(user_id, feature_key, org_id, &STATEMENTS)
+}
+
+/// `check_feature_access` with the statements of a given schema version.
+pub fn answer(
     user_id: Option<Uuid>,
     feature_key: Option<&str>,
     org_id: Option<Uuid>,
+    statements: &'static UsageStatements,
 ) -> JsonB {
     let user_id = errors::required(user_id, "user_id");
     let feature_key = errors::required(feature_key, "feature_key");
@@ -99,11 +125,11 @@ fn check_feature_access(
         };
         let table = client
             .select(
-                request_state_for(feature.as_ref()).prepared(client),
+                statements.for_feature(feature.as_ref()).prepared(client),
                 Some(1),
                 &[user_id.into(), org_id.into(), event_type.into()],
             )
-            .or_fail("feature lookup");
+            .or_fail("checking feature access");
         let row = table.first();
         let state = RequestState {
             caller: column(&row, 1),
@@ -145,7 +171,7 @@ fn column<T: pgrx::FromDatum + pgrx::IntoDatum>(
     row: &pgrx::spi::SpiTupleTable<'_>,
     i: usize,
 ) -> Option<T> {
-    row.get(i).or_fail("feature lookup row")
+    row.get(i).or_fail("checking feature access")
 }
 
 fn describe(
@@ -164,39 +190,31 @@ fn describe(
         Feature::Limit(meter) => {
             let limit = catalog.limit(&s.plan, feature_key);
             let usage = s.usage.unwrap_or(0.0);
-            let (allowed, remaining) = match limit {
-                Some(-1) => (true, Value::Null),
-                Some(limit) => {
-                    let left = (limit as f64 - usage).max(0.0);
-                    (usage < limit as f64, number(left))
-                }
-                // A limit with no row for this plan is not granted.
-                None => (false, json!(0)),
+            let remaining = match limit {
+                Limit::Unlimited => Value::Null,
+                Limit::Capped(n) => number((n as f64 - usage).max(0.0)),
+                Limit::NotGranted => json!(0),
             };
             out.insert("type".into(), json!("limit"));
-            out.insert("limit".into(), json!(limit));
-            out.insert("unlimited".into(), json!(limit == Some(-1)));
+            out.insert("limit".into(), json!(limit.value()));
+            out.insert("unlimited".into(), json!(limit == Limit::Unlimited));
             out.insert("usage".into(), number(usage));
             out.insert("remaining".into(), remaining);
-            out.insert("allowed".into(), json!(allowed));
-            out.insert(
-                "window".into(),
-                json!(meter.window.as_deref().unwrap_or("current")),
-            );
+            out.insert("allowed".into(), json!(limit.allows(usage)));
+            out.insert("window".into(), json!(meter.window.as_str()));
         }
         Feature::AllFlags => {
             out.insert("type".into(), json!("flags"));
             out.insert("limit".into(), Value::Null);
             out.insert(
                 "features".into(),
-                plan_flags.cloned().unwrap_or_else(|| json!({})),
+                json!(plan_flags.cloned().unwrap_or_default()),
             );
             out.insert("allowed".into(), json!(true));
         }
         Feature::Flag => {
             let enabled = plan_flags
-                .and_then(|f| f.get(feature_key))
-                .and_then(Value::as_bool)
+                .and_then(|f| f.get(feature_key).copied())
                 .unwrap_or(false);
             out.insert("type".into(), json!("flag"));
             out.insert("limit".into(), Value::Null);
@@ -214,6 +232,24 @@ fn number(x: f64) -> Value {
     } else {
         json!(x)
     }
+}
+
+/// The seat limit: an organization may not have more members than its plan's `max_seats`
+/// (the same `Limit` reading as `check_feature_access`). `members` counts the new member.
+pub fn enforce_seat_limit(client: &mut SpiClient<'_>, members: i64, plan: &str) {
+    let limit = plan_catalog::get(client).limit(plan, "max_seats");
+    if limit.allows((members - 1) as f64) {
+        return;
+    }
+    let message = match limit {
+        Limit::Capped(n) => format!("the organization has used all {n} seats of its {plan} plan"),
+        _ => format!("the {plan} plan grants no seats (it has no max_seats row in plan_features)"),
+    };
+    errors::raise_with_hint(
+        pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+        message,
+        "Upgrade the plan or remove a member first.",
+    )
 }
 
 #[cfg(any(test, feature = "pg_test"))]

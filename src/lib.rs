@@ -3,28 +3,35 @@
 //! Each domain module owns its SQL file (tables, policies, grants), its functions and its
 //! tests. The SQL files are ordered by explicit `requires`:
 //!
-//! `auth` → `identity` → `organizations` → `billing` → `entitlements` → `metering` → migration.
+//! `auth` → `backup` → `identity` → `organizations` → `billing` → `entitlements` →
+//! `metering` → `provisioning` → `finalize`.
 mod auth_context;
+mod backup;
 mod billing;
 mod entitlements;
 mod errors;
 mod identity;
+mod legacy_v0_1;
 mod metering;
+mod names;
 mod organizations;
 mod plan_catalog;
+mod provisioning;
 mod spi;
 mod timestamps;
 
 ::pgrx::pg_module_magic!(name, version);
 
+/// Runs when a backend loads the library: keeps Rust internals out of error reports.
+#[pgrx::pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    errors::install_panic_hook();
+}
+
 pgrx::extension_sql_file!("../sql/auth.sql", name = "auth", bootstrap);
 
-// Users that existed in auth.users before the extension: provisioned last, once every table exists.
-pgrx::extension_sql_file!(
-    "../sql/migrate_existing_users.sql",
-    name = "migrate_existing_users",
-    finalize
-);
+// Existing accounts are provisioned, and objects handed to the installing role, last.
+pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 /// Required by `cargo pgrx test`.
 #[cfg(test)]

@@ -10,21 +10,51 @@
 //! snapshot, and a load during which an invalidation arrived (or one read under a
 //! REPEATABLE READ / SERIALIZABLE transaction snapshot) serves that call only.
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use pgrx::JsonB;
-use serde_json::Value;
 
 use crate::spi::{Expect, Statement};
 
-/// What a limit counts (one row of feature_definitions).
+/// How usage of a limit is measured (`feature_definitions.usage_measure`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Measure {
+    /// Sum of the events' quantities.
+    Sum,
+    /// Distinct users with an event.
+    UniqueUsers,
+    /// Members of the organization.
+    Members,
+    /// A limit reported without usage.
+    Unmetered,
+}
+
+/// Over which period usage counts (`feature_definitions.usage_window`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Window {
+    Month,
+    Lifetime,
+    /// Right now (members), or not metered.
+    Current,
+}
+
+impl Window {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Window::Month => "month",
+            Window::Lifetime => "lifetime",
+            Window::Current => "current",
+        }
+    }
+}
+
+/// What a limit counts (one row of feature_definitions), parsed once when the catalog loads.
 pub struct Meter {
     pub event_type: Option<String>,
-    pub window: Option<String>,
-    pub measure: Option<String>,
+    pub window: Window,
+    pub measure: Measure,
 }
 
 pub enum Feature<'a> {
@@ -35,11 +65,41 @@ pub enum Feature<'a> {
     Flag,
 }
 
+/// A plan's limit for a feature. The one reading of a `plan_features` row, shared by
+/// `check_feature_access` and the seat limit: `-1` is unlimited, a missing row (or a row
+/// without a number) grants nothing.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Limit {
+    Unlimited,
+    Capped(i64),
+    NotGranted,
+}
+
+impl Limit {
+    /// Whether usage `used` is still under the limit (one more unit may be used).
+    pub fn allows(self, used: f64) -> bool {
+        match self {
+            Limit::Unlimited => true,
+            Limit::Capped(n) => used < n as f64,
+            Limit::NotGranted => false,
+        }
+    }
+
+    /// The number clients see: -1 for unlimited, none when not granted.
+    pub fn value(self) -> Option<i64> {
+        match self {
+            Limit::Unlimited => Some(-1),
+            Limit::Capped(n) => Some(n),
+            Limit::NotGranted => None,
+        }
+    }
+}
+
 pub struct PlanCatalog {
     limits: HashMap<String, Meter>,
     flags_key: HashSet<String>,
     limit_values: HashMap<(String, String), Option<i64>>,
-    plan_flags: HashMap<String, Value>,
+    plan_flags: HashMap<String, BTreeMap<String, bool>>,
     flag_names: HashSet<String>,
 }
 
@@ -54,15 +114,21 @@ impl PlanCatalog {
         self.flag_names.contains(key).then_some(Feature::Flag)
     }
 
-    /// The plan's limit for `key`: `None` when the plan has no row, `Some(-1)` when unlimited.
-    pub fn limit(&self, plan: &str, key: &str) -> Option<i64> {
-        self.limit_values
+    pub fn limit(&self, plan: &str, key: &str) -> Limit {
+        match self
+            .limit_values
             .get(&(plan.to_string(), key.to_string()))
             .copied()
             .flatten()
+        {
+            Some(-1) => Limit::Unlimited,
+            Some(n) => Limit::Capped(n),
+            None => Limit::NotGranted,
+        }
     }
 
-    pub fn flags(&self, plan: &str) -> Option<&Value> {
+    /// The plan's boolean flags (a flag whose value is not `true` is off).
+    pub fn flags(&self, plan: &str) -> Option<&BTreeMap<String, bool>> {
         self.plan_flags.get(plan)
     }
 }
@@ -84,8 +150,15 @@ static DEFINITIONS: Statement = Statement::write(
     "SELECT feature_key, kind, usage_event_type, usage_window, usage_measure FROM feature_definitions",
     &[],
 );
-static PLAN_FEATURES: Statement = Statement::write(
-    "SELECT plan, feature_key, limit_value, flags FROM plan_features",
+static PLAN_LIMITS: Statement = Statement::write(
+    "SELECT plan, feature_key, limit_value FROM plan_features",
+    &[],
+);
+// Flags are read key by key in SQL: an operator's JSON is never handed to a Rust parser.
+static PLAN_FLAGS: Statement = Statement::write(
+    "SELECT pf.plan, f.key, f.value = 'true'::jsonb
+     FROM plan_features pf
+     CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(pf.flags) = 'object' THEN pf.flags END) f",
     &[],
 );
 
@@ -99,14 +172,14 @@ pub fn get(client: &mut SpiClient<'_>) -> Rc<PlanCatalog> {
     register_callback();
     let oids = client
         .select(TABLE_OIDS.prepared(client), Some(1), &[])
-        .or_fail("catalog oids");
+        .or_fail("reading the plan catalog");
     let row = oids.first();
     let watched = [
         row.get::<pg_sys::Oid>(1)
-            .or_fail("catalog oids")
+            .or_fail("reading the plan catalog")
             .unwrap_or(pg_sys::InvalidOid),
         row.get::<pg_sys::Oid>(2)
-            .or_fail("catalog oids")
+            .or_fail("reading the plan catalog")
             .unwrap_or(pg_sys::InvalidOid),
     ];
     WATCHED.with(|w| w.set(watched));
@@ -119,17 +192,29 @@ pub fn get(client: &mut SpiClient<'_>) -> Rc<PlanCatalog> {
         plan_flags: HashMap::new(),
         flag_names: HashSet::new(),
     };
+    let what = "reading the plan catalog";
     for r in client
         .update(DEFINITIONS.prepared(client), None, &[])
-        .or_fail("feature_definitions")
+        .or_fail(what)
     {
-        let key: String = r.get(1).or_fail("feature_definitions").unwrap_or_default();
-        match r.get::<String>(2).or_fail("feature_definitions").as_deref() {
+        let key: String = r.get(1).or_fail(what).unwrap_or_default();
+        match r.get::<String>(2).or_fail(what).as_deref() {
             Some("limit") => {
+                let window = match r.get::<String>(4).or_fail(what).as_deref() {
+                    Some("month") => Window::Month,
+                    Some("lifetime") => Window::Lifetime,
+                    _ => Window::Current,
+                };
+                let measure = match r.get::<String>(5).or_fail(what).as_deref() {
+                    Some("sum") => Measure::Sum,
+                    Some("unique_users") => Measure::UniqueUsers,
+                    Some("members") => Measure::Members,
+                    _ => Measure::Unmetered,
+                };
                 let meter = Meter {
-                    event_type: r.get(3).or_fail("feature_definitions"),
-                    window: r.get(4).or_fail("feature_definitions"),
-                    measure: r.get(5).or_fail("feature_definitions"),
+                    event_type: r.get(3).or_fail(what),
+                    window,
+                    measure,
                 };
                 catalog.limits.insert(key, meter);
             }
@@ -139,19 +224,23 @@ pub fn get(client: &mut SpiClient<'_>) -> Rc<PlanCatalog> {
         }
     }
     for r in client
-        .update(PLAN_FEATURES.prepared(client), None, &[])
-        .or_fail("plan_features")
+        .update(PLAN_LIMITS.prepared(client), None, &[])
+        .or_fail(what)
     {
-        let plan: String = r.get(1).or_fail("plan_features").unwrap_or_default();
-        let key: String = r.get(2).or_fail("plan_features").unwrap_or_default();
-        let limit: Option<i64> = r.get(3).or_fail("plan_features");
-        if let Some(JsonB(flags)) = r.get::<JsonB>(4).or_fail("plan_features") {
-            if let Some(obj) = flags.as_object() {
-                catalog.flag_names.extend(obj.keys().cloned());
-            }
-            catalog.plan_flags.insert(plan.clone(), flags);
-        }
+        let plan: String = r.get(1).or_fail(what).unwrap_or_default();
+        let key: String = r.get(2).or_fail(what).unwrap_or_default();
+        let limit: Option<i64> = r.get(3).or_fail(what);
         catalog.limit_values.insert((plan, key), limit);
+    }
+    for r in client
+        .update(PLAN_FLAGS.prepared(client), None, &[])
+        .or_fail(what)
+    {
+        let plan: String = r.get(1).or_fail(what).unwrap_or_default();
+        let flag: String = r.get(2).or_fail(what).unwrap_or_default();
+        let on: bool = r.get(3).or_fail(what).unwrap_or(false);
+        catalog.flag_names.insert(flag.clone());
+        catalog.plan_flags.entry(plan).or_default().insert(flag, on);
     }
     let catalog = Rc::new(catalog);
     // SAFETY: reads the backend's current transaction isolation level.

@@ -51,7 +51,7 @@ impl Statement {
         } else {
             client.prepare(self.sql, self.args)
         }
-        .unwrap_or_else(|e| panic!("saas_core: cannot prepare statement: {e}"))
+        .unwrap_or_else(|e| crate::errors::internal("preparing a statement", e))
         .keep();
         // Plans live for the backend's lifetime; PostgreSQL replans them when tables change.
         let stmt: &'static OwnedPreparedStatement = Box::leak(Box::new(stmt));
@@ -68,16 +68,65 @@ pub mod types {
     pub const TEXT: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::TEXTOID);
     pub const BOOL: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::BOOLOID);
     pub const TIMESTAMPTZ: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::TIMESTAMPTZOID);
+    pub const TEXT_ARRAY: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::TEXTARRAYOID);
+    pub const UUID_ARRAY: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::UUIDARRAYOID);
+    pub const INT8: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::INT8OID);
 }
 
 /// Unwraps an SPI result. SPI errors that PostgreSQL raised (constraint violations and the
-/// like) have already been reported with their own SQLSTATE; what reaches here is a bug.
+/// like) have already been reported with their own SQLSTATE; what reaches here is a bug,
+/// reported as an internal error without Rust details.
 pub trait Expect<T> {
     fn or_fail(self, what: &str) -> T;
 }
 
 impl<T, E: std::fmt::Display> Expect<T> for Result<T, E> {
     fn or_fail(self, what: &str) -> T {
-        self.unwrap_or_else(|e| panic!("saas_core: {what}: {e}"))
+        self.unwrap_or_else(|e| crate::errors::internal(what, e))
     }
+}
+
+/// Runs a statement that returns at most one row and reads its first column.
+pub fn one<T: pgrx::FromDatum + pgrx::IntoDatum>(
+    client: &SpiClient<'_>,
+    statement: &'static Statement,
+    args: &[pgrx::datum::DatumWithOid],
+    what: &str,
+) -> Option<T> {
+    let table = client
+        .select(statement.prepared(client), Some(1), args)
+        .or_fail(what);
+    if table.is_empty() {
+        return None;
+    }
+    table.first().get_one::<T>().or_fail(what)
+}
+
+/// As `one`, for statements that write (run through `SpiClient::update`).
+pub fn one_mut<T: pgrx::FromDatum + pgrx::IntoDatum>(
+    client: &mut SpiClient<'_>,
+    statement: &'static Statement,
+    args: &[pgrx::datum::DatumWithOid],
+    what: &str,
+) -> Option<T> {
+    let table = client
+        .update(statement.prepared(client), None, args)
+        .or_fail(what);
+    if table.is_empty() {
+        return None;
+    }
+    table.first().get_one::<T>().or_fail(what)
+}
+
+/// Runs a writing statement and returns how many rows it affected (or returned).
+pub fn run(
+    client: &mut SpiClient<'_>,
+    statement: &'static Statement,
+    args: &[pgrx::datum::DatumWithOid],
+    what: &str,
+) -> usize {
+    client
+        .update(statement.prepared(client), None, args)
+        .or_fail(what)
+        .len()
 }
