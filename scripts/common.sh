@@ -1,4 +1,4 @@
-# Shared by the scripts in this folder: toolchain set-up and a throwaway PostgreSQL cluster.
+# Shared by the scripts in this folder: toolchain set-up and throwaway PostgreSQL clusters.
 # Source it; it does nothing by itself.
 set -euo pipefail
 
@@ -34,10 +34,14 @@ setup_toolchain() {
   fi
 }
 
-# Builds and installs the extension into the system PostgreSQL 15 (release build with --release).
+# Builds and installs the extension into the system PostgreSQL 15 (release build with --release),
+# with the released install scripts beside it: the upgrade test installs 0.1.0 first.
 install_extension() {
   log "cargo pgrx install $*"
   (cd "$ROOT" && cargo pgrx install --pg-config "$PG_CONFIG" "$@" >/dev/null)
+  local extdir; extdir="$("$PG_CONFIG" --sharedir)/extension"
+  local SUDO=""; [ -w "$extdir" ] || SUDO="sudo"
+  $SUDO cp "$ROOT"/sql/saas_core--0.1.0.sql "$extdir/"
 }
 
 # Runs a command as the postgres OS user (initdb refuses root).
@@ -45,14 +49,16 @@ as_postgres() {
   if [ "$(id -un)" = "postgres" ]; then "$@"; else runuser -u postgres -- "$@"; fi
 }
 
-# start_cluster DIR PORT: a fresh cluster in DIR listening on a Unix socket in DIR.
+# start_cluster DIR PORT [SUPERUSER]: a fresh cluster in DIR listening on a Unix socket in DIR,
+# whose bootstrap superuser is SUPERUSER (postgres; Supabase's is supabase_admin). The server
+# runs with RUST_BACKTRACE=1, so every test also checks that no backtrace reaches a client.
 start_cluster() {
-  CLUSTER_DIR="$1"; CLUSTER_PORT="$2"
+  CLUSTER_DIR="$1"; CLUSTER_PORT="$2"; CLUSTER_SUPERUSER="${3:-postgres}"
   rm -rf "$CLUSTER_DIR"; mkdir -p "$CLUSTER_DIR"; chown postgres "$CLUSTER_DIR" 2>/dev/null || true
-  as_postgres "$PG_BIN/initdb" -D "$CLUSTER_DIR/data" -U postgres --auth=trust --locale=C.UTF-8 >/dev/null
-  as_postgres "$PG_BIN/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -w \
+  as_postgres "$PG_BIN/initdb" -D "$CLUSTER_DIR/data" -U "$CLUSTER_SUPERUSER" --auth=trust --locale=C.UTF-8 >/dev/null
+  as_postgres env RUST_BACKTRACE=1 "$PG_BIN/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -w \
     -o "-p $CLUSTER_PORT -k $CLUSTER_DIR -c listen_addresses=''" start >/dev/null
-  export PGHOST="$CLUSTER_DIR" PGPORT="$CLUSTER_PORT" PGUSER=postgres
+  export PGHOST="$CLUSTER_DIR" PGPORT="$CLUSTER_PORT" PGUSER="$CLUSTER_SUPERUSER"
   trap stop_cluster EXIT
 }
 
@@ -61,3 +67,13 @@ stop_cluster() {
 }
 
 psql_q() { "$PG_BIN/psql" -X -v ON_ERROR_STOP=1 -q "$@"; }
+
+# The normalized catalog of what saas_core put in database $1 (tests/upgrade/catalog.sql).
+catalog() { "$PG_BIN/psql" -X -q -d "$1" -f "$ROOT/tests/upgrade/catalog.sql"; }
+
+# check NAME COMMAND...: runs a test step, records a failure without stopping the run.
+check() {
+  local name="$1"; shift
+  if "$@"; then echo "ok - $name"; else echo "FAILED - $name"; FAILED+=("$name"); fi
+}
+FAILED=()

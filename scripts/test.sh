@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Every test saas_core has, on a fresh Debian 12 machine with only Rust installed:
-#   formatting and lints, the #[pg_test]s, then against the installed extension in a
-#   throwaway cluster: pgTAP suites (RLS per role, errors, the seed's verification queries),
-#   install on a Supabase-shaped database, and pg_isolation_regress concurrency specs.
+#   formatting and lints, the #[pg_test]s, then against the installed extension in throwaway
+#   clusters: pgTAP suites (RLS per role, errors, the seed's verification queries), a
+#   non-public schema, pg_isolation_regress concurrency specs, no Rust internals in errors,
+#   backups (pg_dump/pg_restore and pg_dump | psql), the 0.1.0 → 0.2.0 upgrade, and a cluster
+#   built like self-hosted Supabase (install as its non-superuser postgres, next to GoTrue).
 source "$(dirname "$0")/common.sh"
 cd "$ROOT"
+source tests/upgrade/run.sh
+source tests/backup/run.sh
+source tests/supabase/run.sh
+source tests/errors/run.sh
 
 setup_toolchain
 
@@ -19,42 +25,67 @@ runas=(); [ "$(id -u)" -eq 0 ] && runas=(--runas postgres)
 cargo pgrx test pg15 "${runas[@]}" --pgdata "$PGRX_DATA/data"
 
 install_extension
+
+# ------------------------------------------------------------------ plain PostgreSQL
 start_cluster "${TMPDIR:-/tmp}/saas_core_test_cluster" 55433
-failed=0
 
 log "pgTAP: tests/sql (plain PostgreSQL, extension in public)"
 psql_q -d postgres -c "CREATE DATABASE saas_core_test"
 psql_q -d saas_core_test -c "CREATE EXTENSION saas_core"
-pg_prove -d saas_core_test tests/sql/*.sql || failed=1
-
-log "pgTAP: install on a Supabase-shaped database (existing auth schema, default privileges)"
-psql_q -d postgres -c "CREATE DATABASE saas_core_supabase"
-psql_q -d saas_core_supabase -f tests/supabase/supabase_auth_schema.sql
-psql_q -d saas_core_supabase -c "CREATE EXTENSION saas_core"
-pg_prove -d saas_core_supabase tests/supabase/supabase_install.sql || failed=1
+check "pgTAP suites" pg_prove -d saas_core_test tests/sql/*.sql
 
 log "pgTAP: install into a non-public schema"
 psql_q -d postgres -c "CREATE DATABASE saas_core_schema"
 psql_q -d saas_core_schema -c "CREATE SCHEMA app; CREATE EXTENSION saas_core SCHEMA app"
-pg_prove -d saas_core_schema tests/schema/*.sql || failed=1
+check "custom schema" pg_prove -d saas_core_schema tests/schema/*.sql
 
 log "pg_isolation_regress: tests/isolation"
-# pg_isolation_regress runs as postgres, which may not be able to read this checkout: copy the specs.
-ISO_DIR="$CLUSTER_DIR/isolation"; rm -rf "$ISO_DIR"; cp -r tests/isolation "$ISO_DIR"
-ISO_OUT="$ISO_DIR/out"; mkdir -p "$ISO_OUT"; chown -R postgres "$ISO_DIR"
-psql_q -d postgres -c "CREATE DATABASE isolation_regression"
-specs=$(cd tests/isolation/specs && ls *.spec | sed 's/\.spec$//')
-# shellcheck disable=SC2086
-if ! as_postgres "$PGXS_TEST/isolation/pg_isolation_regress" --use-existing \
+isolation() {
+  # pg_isolation_regress runs as postgres, which may not be able to read this checkout: copy the specs.
+  local dir="$CLUSTER_DIR/isolation"; rm -rf "$dir"; cp -r tests/isolation "$dir"
+  mkdir -p "$dir/out"; chown -R postgres "$dir"
+  psql_q -d postgres -c "CREATE DATABASE isolation_regression" || return 1
+  local specs; specs=$(cd tests/isolation/specs && ls *.spec | sed 's/\.spec$//')
+  # shellcheck disable=SC2086
+  as_postgres "$PGXS_TEST/isolation/pg_isolation_regress" --use-existing \
      --host="$PGHOST" --port="$PGPORT" --user=postgres \
-     --inputdir="$ISO_DIR" --outputdir="$ISO_OUT" $specs; then
-  cat "$ISO_OUT/regression.diffs" || true
-  failed=1
-fi
+     --inputdir="$dir" --outputdir="$dir/out" $specs || { cat "$dir/out/regression.diffs"; return 1; }
+}
+check "isolation specs" isolation
 
-total=$(($(grep -c "^permutation" tests/isolation/specs/*.spec | awk -F: '{s+=$2} END {print s}')))
-if [ "$failed" -ne 0 ]; then
-  echo "SQL-level tests FAILED"
+log "errors: no Rust internals reach the client (server has RUST_BACKTRACE=1)"
+check "no Rust internals in errors" no_rust_internals_test
+
+log "backups: pg_dump -Fc + pg_restore, and pg_dump | psql"
+check "backup and restore (plain PostgreSQL)" backup_test_plain
+
+log "upgrade: 0.1.0 → 0.2.0 on plain PostgreSQL"
+check "upgrade (plain PostgreSQL)" upgrade_test plain postgres
+
+stop_cluster
+
+# ------------------------------------------------------------------ self-hosted Supabase
+start_cluster "${TMPDIR:-/tmp}/saas_core_supabase_cluster" 55434 supabase_admin
+psql_q -d postgres -f tests/supabase/roles.sql
+
+log "Supabase: install as postgres (no superuser), before GoTrue's migrations"
+check "Supabase: install before GoTrue" supabase_install_test before
+log "Supabase: install as postgres (no superuser), after GoTrue's migrations"
+check "Supabase: install after GoTrue" supabase_install_test after
+
+log "Supabase: backup restored into a target that has its own auth schema"
+check "backup and restore (Supabase target)" backup_test_supabase
+
+log "Supabase: upgrade 0.1.0 → 0.2.0"
+check "upgrade (Supabase)" upgrade_test supabase supabase_admin \
+  "supabase_admin:tests/supabase/auth_init.sql" "supabase_admin:tests/supabase/gotrue_migrations.sql"
+
+stop_cluster
+
+permutations=$(grep -h "^permutation" tests/isolation/specs/*.spec | wc -l)
+if [ ${#FAILED[@]} -ne 0 ]; then
+  printf '\nFAILED: %s\n' "${FAILED[@]}"
   exit 1
 fi
-echo "SQL-level tests passed (pgTAP suites and $total isolation permutations)"
+echo
+echo "All tests passed (pgTAP suites, $permutations isolation permutations, errors, backups, upgrades, Supabase)."

@@ -1,24 +1,56 @@
 //! Errors raised to SQL callers: a message and a SQLSTATE, never Rust internals.
 //!
-//! Every refusal goes through `raise`. Failures that would be bugs (an SPI call that cannot
-//! fail on a well-formed database) go through `internal`, which reports a fixed message and
-//! keeps the details in the server log. The panic hook installed at load time captures no
-//! backtrace and records no source location, whatever `RUST_BACKTRACE` says.
-use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::prelude::*;
+//! Every refusal goes through `raise`, which reports through PostgreSQL's own `ereport`
+//! machinery with "saas_core" as its location: no Rust file name reaches the client.
+//! Failures that would be bugs (an SPI call that cannot fail on a well-formed database) go
+//! through `internal`, which reports a fixed message and keeps the details in the server log.
+//! The panic hook installed at load time captures no backtrace and records no source
+//! location, whatever `RUST_BACKTRACE` says.
+use std::ffi::{c_char, c_int, CString};
+
+use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
+
+// The ereport() entry points; pgrx keeps them out of its bindings.
+unsafe extern "C-unwind" {
+    fn errstart(elevel: c_int, domain: *const c_char) -> bool;
+    fn errcode(sqlerrcode: c_int) -> c_int;
+    fn errmsg(fmt: *const c_char, ...) -> c_int;
+    fn errhint(fmt: *const c_char, ...) -> c_int;
+    fn errfinish(filename: *const c_char, lineno: c_int, funcname: *const c_char);
+}
+
+fn c_text(text: &str) -> CString {
+    CString::new(text.replace('\0', "")).unwrap_or_default()
+}
 
 /// Raises `message` with `code` as a PostgreSQL ERROR. The transaction aborts, so no partial rows.
 pub fn raise(code: PgSqlErrorCode, message: impl Into<String>) -> ! {
-    ErrorReport::new(code, message.into(), "saas_core").report(PgLogLevel::ERROR);
-    unreachable!("an ERROR report does not return")
+    report(code, &message.into(), None)
 }
 
 /// As `raise`, with a hint telling the caller what to do instead.
 pub fn raise_with_hint(code: PgSqlErrorCode, message: impl Into<String>, hint: &str) -> ! {
-    ErrorReport::new(code, message.into(), "saas_core")
-        .set_hint(hint)
-        .report(PgLogLevel::ERROR);
+    report(code, &message.into(), Some(hint))
+}
+
+fn report(code: PgSqlErrorCode, message: &str, hint: Option<&str>) -> ! {
+    let message = c_text(message);
+    let hint = hint.map(c_text);
+    // SAFETY: PostgreSQL's ereport(ERROR, ...) sequence; the guard turns its longjmp into a
+    // Rust unwind that pgrx re-raises at the function boundary. The strings outlive the call.
+    unsafe {
+        pg_sys::ffi::pg_guard_ffi_boundary(|| {
+            if errstart(pg_sys::PGERROR as c_int, std::ptr::null()) {
+                errcode(code as c_int);
+                errmsg(c"%s".as_ptr(), message.as_ptr());
+                if let Some(hint) = &hint {
+                    errhint(c"%s".as_ptr(), hint.as_ptr());
+                }
+                errfinish(c"saas_core".as_ptr(), 0, c"saas_core".as_ptr());
+            }
+        });
+    }
     unreachable!("an ERROR report does not return")
 }
 

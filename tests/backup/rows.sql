@@ -1,0 +1,17 @@
+-- Every row of saas_core's tables and of auth.users, one sorted line each, for diffing a
+-- restored database against its source.
+\set ON_ERROR_STOP 1
+\pset format unaligned
+\pset tuples_only on
+SELECT line FROM (
+    SELECT 'auth.users ' || to_jsonb(x)::text AS line FROM auth.users x
+    UNION ALL SELECT 'users ' || to_jsonb(x)::text FROM users x
+    UNION ALL SELECT 'organizations ' || to_jsonb(x)::text FROM organizations x
+    UNION ALL SELECT 'organization_members ' || to_jsonb(x)::text FROM organization_members x
+    UNION ALL SELECT 'billing_customers ' || to_jsonb(x)::text FROM billing_customers x
+    UNION ALL SELECT 'org_subscriptions ' || to_jsonb(x)::text FROM org_subscriptions x
+    UNION ALL SELECT 'feature_definitions ' || to_jsonb(x)::text FROM feature_definitions x
+    UNION ALL SELECT 'plan_features ' || to_jsonb(x)::text FROM plan_features x
+    UNION ALL SELECT 'usage_events ' || to_jsonb(x)::text FROM usage_events x
+    UNION ALL SELECT 'usage_aggregations ' || to_jsonb(x)::text FROM usage_aggregations x
+) t ORDER BY line;
