@@ -173,12 +173,12 @@ DECLARE
 BEGIN
     IF impl = 'rust' THEN
         ALTER TABLE auth.users DISABLE TRIGGER bench_plpgsql_on_auth_user_created;
-        ALTER TABLE auth.users ENABLE TRIGGER on_auth_user_created;
+        ALTER TABLE auth.users ENABLE TRIGGER saas_core_provision_user;
     ELSIF impl = 'plpgsql' THEN
-        ALTER TABLE auth.users DISABLE TRIGGER on_auth_user_created;
+        ALTER TABLE auth.users DISABLE TRIGGER saas_core_provision_user;
         ALTER TABLE auth.users ENABLE TRIGGER bench_plpgsql_on_auth_user_created;
     ELSIF impl = 'none' THEN
-        ALTER TABLE auth.users DISABLE TRIGGER on_auth_user_created;
+        ALTER TABLE auth.users DISABLE TRIGGER saas_core_provision_user;
         ALTER TABLE auth.users DISABLE TRIGGER bench_plpgsql_on_auth_user_created;
     ELSE
         RAISE EXCEPTION 'unknown impl %', impl;
@@ -247,7 +247,7 @@ BEGIN
         END LOOP;
     END LOOP;
     ALTER TABLE auth.users DISABLE TRIGGER bench_plpgsql_on_auth_user_created;
-    ALTER TABLE auth.users ENABLE TRIGGER on_auth_user_created;
+    ALTER TABLE auth.users ENABLE TRIGGER saas_core_provision_user;
     -- Users inserted with no trigger (the floor) get provisioned now, like a migration would.
     PERFORM sync_auth_users();
 END
@@ -526,12 +526,12 @@ BEGIN
         INSERT INTO auth.users (id, email, raw_user_meta_data) VALUES (c.id, c.email, c.meta);
         rust := bench.provisioned(c.id);
         DELETE FROM auth.users WHERE id = c.id;
-        ALTER TABLE auth.users DISABLE TRIGGER on_auth_user_created;
+        ALTER TABLE auth.users DISABLE TRIGGER saas_core_provision_user;
         ALTER TABLE auth.users ENABLE TRIGGER bench_plpgsql_on_auth_user_created;
         INSERT INTO auth.users (id, email, raw_user_meta_data) VALUES (c.id, c.email, c.meta);
         plpgsql := bench.provisioned(c.id);
         ALTER TABLE auth.users DISABLE TRIGGER bench_plpgsql_on_auth_user_created;
-        ALTER TABLE auth.users ENABLE TRIGGER on_auth_user_created;
+        ALTER TABLE auth.users ENABLE TRIGGER saas_core_provision_user;
         IF rust IS NULL OR rust IS DISTINCT FROM plpgsql THEN
             RAISE EXCEPTION 'signup of % % differs: rust % plpgsql %', c.email, c.meta, rust, plpgsql;
         END IF;

@@ -177,6 +177,40 @@ AS $$
            'signup', 'register', 'www', 'mail', 'email', 'info', 'status', 'console', 'dashboard'])
 $$;
 
+-- The rule for a username chosen now: the CHECK's rule and the names reserved since 0.2.0.
+CREATE FUNCTION bench_plpgsql.new_username_ok(username text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT bench_plpgsql.username_rule_holds(username)
+       AND lower(username) <> ALL (ARRAY['new', 'invite', 'invitations', 'auth', 'deleted'])
+$$;
+
+-- The rule for a slug chosen now: the shape, and not a reserved name.
+CREATE FUNCTION bench_plpgsql.new_slug_ok(slug text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT slug ~ '^[a-z0-9]+(-[a-z0-9]+)*$' AND char_length(slug) BETWEEN 3 AND 63
+       AND lower(slug) <> ALL (ARRAY[
+           'admin', 'administrator', 'root', 'api', 'support', 'help', 'system', 'sysadmin', 'staff',
+           'billing', 'security', 'moderator', 'owner', 'superuser', 'postgres', 'service', 'anon',
+           'anonymous', 'authenticated', 'null', 'undefined', 'me', 'settings', 'login', 'logout',
+           'signup', 'register', 'www', 'mail', 'email', 'info', 'status', 'console', 'dashboard',
+           'new', 'invite', 'invitations', 'auth', 'deleted'])
+$$;
+
+-- A provider's login as a username: words of ASCII letters and digits joined by "_", at most
+-- 30 characters; NULL for an email address or when nothing valid remains.
+CREATE FUNCTION bench_plpgsql.username_from_handle(handle text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT CASE WHEN handle LIKE '%@%' THEN NULL
+                WHEN s ~ '^[A-Za-z0-9_]{3,30}$' THEN s END
+    FROM (SELECT rtrim(left(btrim(regexp_replace(handle, '[^A-Za-z0-9]+', '_', 'g'), '_'), 30), '_') AS s) x
+$$;
+
 -- Lowercase ASCII letters and digits joined by single hyphens, at most 56 characters
 -- (room for "-xxxxxx"), at least 3.
 CREATE FUNCTION bench_plpgsql.slugify(input text)
@@ -199,8 +233,8 @@ DECLARE
     v text;
 BEGIN
     FOREACH k IN ARRAY keys LOOP
-        IF jsonb_typeof(meta -> k) = 'string' THEN
-            v := left(btrim(meta ->> k, E' \t\n\r\f\v'), 100);
+        IF jsonb_typeof(meta #> string_to_array(k, '.')) = 'string' THEN
+            v := left(btrim(meta #>> string_to_array(k, '.'), E' \t\n\r\f\v'), 100);
             IF v <> '' THEN
                 RETURN v;
             END IF;
@@ -230,6 +264,7 @@ DECLARE
     v_avatar    text;
     v_handle    text;
     v_candidate text;
+    v_candidates text[] := ARRAY[]::text[];
     v_base_slug text;
     v_slug      text;
     v_org       uuid;
@@ -239,21 +274,32 @@ BEGIN
     -- Profile fields from the signup metadata, cleaned to fit the profile's constraints.
     v_first    := bench_plpgsql.meta_text(NEW.raw_user_meta_data, ARRAY['first_name', 'given_name']);
     v_last     := bench_plpgsql.meta_text(NEW.raw_user_meta_data, ARRAY['last_name', 'family_name']);
+    v_handle   := bench_plpgsql.meta_text(NEW.raw_user_meta_data, ARRAY['username', 'user_name', 'preferred_username', 'nickname']);
     v_display  := coalesce(
-        bench_plpgsql.meta_text(NEW.raw_user_meta_data, ARRAY['display_name', 'full_name', 'name']),
-        nullif(left(concat_ws(' ', v_first, v_last), 100), ''));
-    v_username := bench_plpgsql.meta_text(NEW.raw_user_meta_data, ARRAY['username', 'user_name', 'preferred_username']);
+        bench_plpgsql.meta_text(NEW.raw_user_meta_data, ARRAY['display_name', 'full_name', 'name', 'custom_claims.global_name']),
+        nullif(left(concat_ws(' ', v_first, v_last), 100), ''),
+        CASE WHEN v_handle NOT LIKE '%@%' THEN v_handle END);
+    v_username := coalesce(
+        bench_plpgsql.username_from_handle(bench_plpgsql.meta_text(NEW.raw_user_meta_data, ARRAY['username'])),
+        bench_plpgsql.username_from_handle(bench_plpgsql.meta_text(NEW.raw_user_meta_data, ARRAY['user_name'])),
+        bench_plpgsql.username_from_handle(bench_plpgsql.meta_text(NEW.raw_user_meta_data, ARRAY['preferred_username'])),
+        bench_plpgsql.username_from_handle(bench_plpgsql.meta_text(NEW.raw_user_meta_data, ARRAY['nickname'])));
     v_avatar   := bench_plpgsql.meta_text(NEW.raw_user_meta_data, ARRAY['avatar_url', 'picture']);
 
-    -- The requested username, then up to 5 variants of it, then none.
-    IF bench_plpgsql.username_rule_holds(v_username) THEN
+    -- The requested username if it may be chosen, then up to 5 variants of it, then none.
+    IF bench_plpgsql.new_username_ok(v_username) THEN
         v_requested := v_username;
     END IF;
-    FOR i IN 0 .. CASE WHEN v_requested IS NULL THEN 0 ELSE 6 END LOOP
-        v_candidate := CASE
-            WHEN v_requested IS NULL OR i = 6 THEN NULL
-            WHEN i = 0 THEN v_requested
-            ELSE left(v_requested, 23) || '_' || bench_plpgsql.random_suffix() END;
+    IF v_requested IS NOT NULL THEN
+        v_candidates := v_candidates || v_requested;
+    END IF;
+    IF v_username IS NOT NULL THEN
+        FOR i IN 1 .. 5 LOOP
+            v_candidates := v_candidates || (left(v_username, 23) || '_' || bench_plpgsql.random_suffix());
+        END LOOP;
+    END IF;
+    v_candidates := v_candidates || NULL::text;
+    FOREACH v_candidate IN ARRAY v_candidates LOOP
         CONTINUE WHEN v_candidate IS NOT NULL
             AND EXISTS (SELECT 1 FROM users u WHERE lower(u.username) = lower(v_candidate));
         INSERT INTO users (id, email, username, display_name, first_name, last_name, avatar_url)
@@ -272,6 +318,8 @@ BEGIN
         FOR i IN 0 .. 7 LOOP
             v_slug := CASE WHEN i = 0 THEN v_base_slug
                            ELSE v_base_slug || '-' || bench_plpgsql.random_suffix() END;
+            CONTINUE WHEN NOT bench_plpgsql.new_slug_ok(v_slug)
+                OR EXISTS (SELECT 1 FROM organizations o WHERE o.slug = v_slug);
             INSERT INTO organizations (name, slug, owner_id, is_personal, org_type)
             VALUES (left(coalesce(v_display, v_handle) || '''s workspace', 100), v_slug, NEW.id, true, 'personal')
             ON CONFLICT DO NOTHING

@@ -59,3 +59,21 @@ SELECT aggregate_usage('monthly', date_trunc('month', now()), now() + interval '
 SELECT o.slug, a.event_type, a.period, a.period_start::date, a.total_quantity, a.event_count, a.unique_users
 FROM usage_aggregations a JOIN organizations o ON o.id = a.organization_id
 WHERE a.period = 'monthly' ORDER BY o.slug, a.event_type;
+
+\echo '\n== 7. Ada hands the team to Bob, then deletes her account: the team stays, her personal org goes'
+BEGIN;
+SET LOCAL ROLE authenticated;
+SELECT set_config('request.jwt.claims', '{"sub":"a0000000-0000-0000-0000-000000000001","role":"authenticated"}', true);
+UPDATE organization_members SET role = 'owner'
+WHERE user_id = 'b0000000-0000-0000-0000-000000000002'
+  AND organization_id = (SELECT id FROM organizations WHERE slug = 'analytical-engines');
+SELECT transfer_ownership((SELECT id FROM organizations WHERE slug = 'analytical-engines'),
+                          'b0000000-0000-0000-0000-000000000002');
+COMMIT;
+DELETE FROM auth.users WHERE email = 'ada@example.com';
+SELECT o.slug, u.username AS owner, o.member_count
+FROM organizations o JOIN users u ON u.id = o.owner_id ORDER BY o.slug;
+
+\echo '\n== 8. DROP EXTENSION keeps the sign-in accounts (CASCADE removes saas_core''s triggers on auth.users)'
+DROP EXTENSION saas_core CASCADE;
+SELECT email FROM auth.users ORDER BY email;

@@ -40,19 +40,28 @@ fn restore_in_progress_sql() -> bool {
 
 /// Records that the extension depends on `auth.users` and `auth.uid()`, so that pg_dump
 /// creates them before `CREATE EXTENSION saas_core`, and so that dropping either says that
-/// saas_core needs it. Only while saas_core's own install or update script runs.
+/// saas_core needs it. The install and update scripts call it; so does the extension's owner
+/// after `pg_upgrade`, which re-creates the extension without these dependencies. Idempotent.
 #[pg_extern(volatile)]
 fn record_auth_dependencies() {
-    // SAFETY: reads the extension-script state; the dependency API takes plain object addresses.
+    // SAFETY: catalog lookups and the dependency API, on the backend's own state.
     unsafe {
         let name: &CStr = c"saas_core";
         let extension = pg_sys::get_extension_oid(name.as_ptr(), true);
-        if !pg_sys::creating_extension
-            || extension == pg_sys::InvalidOid
-            || pg_sys::CurrentExtensionObject != extension
+        let in_own_script =
+            pg_sys::creating_extension && pg_sys::CurrentExtensionObject == extension;
+        let owner = Spi::get_one_with_args::<pg_sys::Oid>(
+            "SELECT extowner FROM pg_catalog.pg_extension WHERE oid = $1",
+            &[extension.into()],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(pg_sys::InvalidOid);
+        if extension == pg_sys::InvalidOid
+            || !(in_own_script || pg_sys::has_privs_of_role(pg_sys::GetUserId(), owner))
         {
             errors::insufficient_privilege(
-                "record_auth_dependencies: only saas_core's install and update scripts call this",
+                "record_auth_dependencies: only the extension's owner may record its dependencies",
             );
         }
         let depender = pg_sys::ObjectAddress {
@@ -125,10 +134,25 @@ mod tests {
     }
 
     #[pg_test(
-        error = "record_auth_dependencies: only saas_core's install and update scripts call this"
+        error = "record_auth_dependencies: only the extension's owner may record its dependencies"
     )]
-    fn dependencies_are_recorded_only_by_the_scripts() {
+    fn dependencies_are_recorded_only_by_the_owner() {
+        Spi::run("GRANT EXECUTE ON FUNCTION record_auth_dependencies() TO service_role").unwrap();
+        Spi::run("SET LOCAL ROLE service_role").unwrap();
         Spi::run("SELECT record_auth_dependencies()").unwrap();
+    }
+
+    #[pg_test]
+    fn recording_again_adds_nothing() {
+        Spi::run("SELECT record_auth_dependencies()").unwrap();
+        Spi::run("SELECT record_auth_dependencies()").unwrap();
+        let n = Spi::get_one::<i64>(
+            "SELECT count(*) FROM pg_depend WHERE classid = 'pg_extension'::regclass
+               AND objid = (SELECT oid FROM pg_extension WHERE extname = 'saas_core')
+               AND refobjid = 'auth.users'::regclass",
+        )
+        .unwrap();
+        assert_eq!(n, Some(1));
     }
 
     #[pg_test]

@@ -348,6 +348,45 @@ mod tests {
     }
 
     #[pg_test]
+    fn seats_and_the_seat_answer_follow_one_rule() {
+        let org = setup();
+        // A plan without a max_seats row grants no seats: check_feature_access says so, and
+        // the membership trigger refuses a member for the same reason.
+        Spi::run("DELETE FROM plan_features WHERE plan = 'free' AND feature_key = 'max_seats'")
+            .unwrap();
+        let a = access(ADA, "max_seats", &org);
+        assert_eq!(a["allowed"], false);
+        assert_eq!(a["limit"], serde_json::Value::Null);
+        let refused = Spi::get_one::<bool>(&format!(
+            "DO $$ BEGIN
+               INSERT INTO organization_members (organization_id, user_id) VALUES ('{org}', '{EVE}');
+               RAISE EXCEPTION 'accepted';
+             EXCEPTION WHEN program_limit_exceeded THEN NULL;
+             END $$;
+             SELECT true"
+        ));
+        assert_eq!(refused, Ok(Some(true)));
+        // Unlimited (-1) grants any number, in both.
+        Spi::run("INSERT INTO plan_features (plan, feature_key, limit_value) VALUES ('free', 'max_seats', -1)").unwrap();
+        assert_eq!(access(ADA, "max_seats", &org)["allowed"], true);
+        Spi::run(&format!(
+            "INSERT INTO organization_members (organization_id, user_id) VALUES ('{org}', '{EVE}')"
+        ))
+        .unwrap();
+        assert_eq!(access(ADA, "max_seats", &org)["usage"], 2);
+    }
+
+    #[pg_test]
+    fn flags_that_are_not_json_booleans_are_off_and_harmless() {
+        let org = setup();
+        Spi::run(r#"UPDATE plan_features SET flags = flags || '{"sso": "yes", "score": 1e400, "deep": [[[[[[1]]]]]]}'
+                    WHERE plan = 'free' AND feature_key = 'features'"#).unwrap();
+        assert_eq!(access(ADA, "sso", &org)["enabled"], false);
+        assert_eq!(access(ADA, "score", &org)["allowed"], false);
+        assert_eq!(access(ADA, "basic_features", &org)["enabled"], true);
+    }
+
+    #[pg_test]
     fn authenticated_user_asks_about_themself() {
         let org = setup();
         Spi::run("SET LOCAL ROLE authenticated").unwrap();

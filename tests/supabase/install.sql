@@ -4,7 +4,7 @@
 -- Run by supabase_admin; every step that matters switches to the role that would do it.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(42);
+SELECT plan(43);
 
 CREATE TEMP VIEW ext_members AS
 SELECT d.classid, d.objid FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
@@ -53,6 +53,8 @@ SELECT is((SELECT display_name FROM users WHERE id = '11111111-1111-1111-1111-11
 SELECT is((SELECT count(*)::int FROM organizations o JOIN organization_members m ON m.organization_id = o.id AND m.role = 'owner'
            WHERE o.owner_id = '11111111-1111-1111-1111-111111111111' AND o.is_personal), 1,
           'and a personal organization it owns');
+SELECT is((SELECT count(*)::int FROM organizations WHERE owner_id = '11111111-1111-1111-1111-111111111112' AND is_personal), 1,
+          'an existing account whose metadata a JSON parser would refuse (1e400, 300 levels deep) was provisioned too');
 SELECT ok(NOT has_table_privilege('anon', 'users', 'SELECT'), 'anon has no SELECT on users despite Supabase''s default privileges');
 SELECT ok(NOT has_column_privilege('authenticated', 'users', 'account_type', 'UPDATE'), 'authenticated cannot update account_type');
 SELECT ok(NOT has_function_privilege('anon', 'check_feature_access(uuid,text,uuid)', 'EXECUTE'), 'anon cannot execute check_feature_access');
