@@ -13,7 +13,7 @@ log() { printf '\n==> %s\n' "$*"; }
 
 # Everything a fresh Debian 12 machine with only Rust needs. Idempotent and quick when done.
 setup_toolchain() {
-  local pkgs=(postgresql-15 postgresql-server-dev-15 clang libclang-dev sudo postgresql-15-pgtap pgtap)
+  local pkgs=(postgresql-15 postgresql-server-dev-15 clang libclang-dev sudo postgresql-15-pgtap pgtap postgresql-15-cron)
   local missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

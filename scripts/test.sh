@@ -3,7 +3,7 @@
 #   formatting and lints, the #[pg_test]s, then against the installed extension in throwaway
 #   clusters: pgTAP suites (RLS per role, errors, the seed's verification queries), a
 #   non-public schema, pg_isolation_regress concurrency specs, no Rust internals in errors,
-#   backups (pg_dump/pg_restore and pg_dump | psql), the 0.1.0 → 0.2.0 upgrade, and a cluster
+#   backups (pg_dump/pg_restore and pg_dump | psql), the 0.1.0 → 0.2.0 upgrade, pg_cron, and a cluster
 #   built like self-hosted Supabase (install as its non-superuser postgres, next to GoTrue).
 source "$(dirname "$0")/common.sh"
 cd "$ROOT"
@@ -11,6 +11,7 @@ source tests/upgrade/run.sh
 source tests/backup/run.sh
 source tests/supabase/run.sh
 source tests/errors/run.sh
+source tests/cron/run.sh
 
 setup_toolchain
 
@@ -22,7 +23,9 @@ log "cargo pgrx test pg15 (#[pg_test]s)"
 PGRX_DATA="${TMPDIR:-/tmp}/saas_core_pgrx_test"
 mkdir -p "$PGRX_DATA"; chown postgres "$PGRX_DATA"
 runas=(); [ "$(id -u)" -eq 0 ] && runas=(--runas postgres)
-cargo pgrx test pg15 "${runas[@]}" --pgdata "$PGRX_DATA/data"
+# One test at a time: they share one cluster, and aggregate_usage() waits (fold_wait) for
+# every transaction writing usage events, including other tests' open transactions.
+RUST_TEST_THREADS=1 cargo pgrx test pg15 "${runas[@]}" --pgdata "$PGRX_DATA/data"
 
 install_extension
 
@@ -62,6 +65,12 @@ check "backup and restore (plain PostgreSQL)" backup_test_plain
 log "upgrade: 0.1.0 → 0.2.0 on plain PostgreSQL"
 check "upgrade (plain PostgreSQL)" upgrade_test plain postgres
 
+stop_cluster
+
+# ------------------------------------------------------------------ pg_cron
+start_cluster "${TMPDIR:-/tmp}/saas_core_cron_cluster" 55435
+log "pg_cron: schedule_usage_maintenance() registers jobs that run (pg_cron schedules by the minute)"
+check "pg_cron scheduling" cron_test
 stop_cluster
 
 # ------------------------------------------------------------------ self-hosted Supabase

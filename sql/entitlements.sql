@@ -29,6 +29,8 @@ CREATE TABLE @extschema@.plan_features (
     flags        jsonb CHECK (flags IS NULL OR jsonb_typeof(flags) = 'object'),
     created_at   timestamptz NOT NULL DEFAULT now(),
     updated_at   timestamptz NOT NULL DEFAULT now(),
+    -- since 0.2.0: 'hard' limits refuse usage beyond them; 'soft' ones record it as overage.
+    enforcement  text NOT NULL DEFAULT 'hard' CONSTRAINT plan_features_enforcement_check CHECK (enforcement IN ('hard', 'soft')),
     UNIQUE (plan, feature_key),
     CONSTRAINT plan_features_value_check CHECK ((limit_value IS NULL) <> (flags IS NULL))
 );
@@ -106,33 +108,14 @@ AS $$
         'free')
 $$;
 
--- Restoring a dump: CREATE EXTENSION seeds the catalog, then the dump's COPY brings the
--- catalog as it was (pg_extension_config_dump below puts every row in the dump, operator
--- edits and added features included). In a restore session the first COPY into a catalog
--- table therefore starts from empty instead of colliding with the seed. feature_definitions
--- is restored first (plan_features references it), so it clears both.
-CREATE FUNCTION @extschema@.replace_seeded_catalog()
-RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, @extschema@, pg_temp
-AS $$
-BEGIN
-    IF @extschema@.restore_in_progress() THEN
-        DELETE FROM @extschema@.plan_features;
-        IF TG_TABLE_NAME = 'feature_definitions' THEN
-            DELETE FROM @extschema@.feature_definitions;
-        END IF;
-    END IF;
-    RETURN NULL;
-END
-$$;
-
-CREATE TRIGGER replace_seeded_catalog
+-- pg_dump dumps every catalog row (operator edits and added features too); a restore's COPY
+-- replaces the rows CREATE EXTENSION seeded (backup.sql).
+CREATE TRIGGER replace_seeded_rows
     BEFORE INSERT ON @extschema@.feature_definitions
-    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.replace_seeded_catalog();
-CREATE TRIGGER replace_seeded_catalog
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.replace_seeded_rows();
+CREATE TRIGGER replace_seeded_rows
     BEFORE INSERT ON @extschema@.plan_features
-    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.replace_seeded_catalog();
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.replace_seeded_rows();
 
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.feature_definitions', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.plan_features', '');
@@ -159,7 +142,8 @@ REVOKE ALL ON FUNCTION @extschema@.plan_in_effect(text, text) FROM PUBLIC, anon,
 GRANT EXECUTE ON FUNCTION @extschema@.plan_in_effect(text, text) TO authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.org_effective_plan(uuid) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION @extschema@.org_effective_plan(uuid) TO authenticated, service_role;
-REVOKE ALL ON FUNCTION @extschema@.replace_seeded_catalog() FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.invalidate_plan_catalog() FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.check_feature_access(uuid, text, uuid) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION @extschema@.check_feature_access(uuid, text, uuid) TO authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.get_usage_summary(uuid) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.get_usage_summary(uuid) TO authenticated, service_role;

@@ -22,10 +22,11 @@ DECLARE
 BEGIN
     SELECT e.oid, e.extowner::regrole INTO ext, owner FROM pg_extension e WHERE e.extname = 'saas_core';
     FOR stmt IN
-        SELECT format('ALTER TABLE %s OWNER TO %s', c.oid::regclass, owner)
+        SELECT format('ALTER %s %s OWNER TO %s', CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END,
+                      c.oid::regclass, owner)
         FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
         WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_extension'::regclass
-          AND d.refobjid = ext AND d.deptype = 'e' AND c.relkind IN ('r', 'p') AND c.relowner <> owner
+          AND d.refobjid = ext AND d.deptype = 'e' AND c.relkind IN ('r', 'p', 'S') AND c.relowner <> owner
         UNION ALL
         SELECT format('ALTER ROUTINE %s OWNER TO %s', p.oid::regprocedure, owner)
         FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid

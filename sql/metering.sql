@@ -22,28 +22,87 @@ AS $$
            AT TIME ZONE 'UTC'
 $$;
 
+-- How metering behaves, in one row the service role edits (sql/retention.sql reads it too).
+CREATE TABLE @extschema@.usage_settings (
+    id                         boolean PRIMARY KEY DEFAULT true CONSTRAINT usage_settings_singleton_check CHECK (id),
+    -- How far back the service role may date an event (members record for now).
+    late_event_window          interval NOT NULL DEFAULT interval '35 days'
+                               CONSTRAINT usage_settings_late_event_window_check
+                               CHECK (late_event_window >= interval '0' AND late_event_window <= interval '1 year'),
+    -- Raw events older than this are dropped by apply_usage_retention(), a month partition at a
+    -- time; NULL keeps them forever. Rollups and idempotency keys are not affected.
+    event_retention            interval DEFAULT NULL,
+    -- How long a recorded idempotency key keeps deduplicating (at least the late-event window).
+    idempotency_key_retention  interval NOT NULL DEFAULT interval '45 days',
+    -- How many months of partitions create_usage_partitions() keeps ahead of now.
+    partitions_ahead           integer NOT NULL DEFAULT 3
+                               CONSTRAINT usage_settings_partitions_ahead_check CHECK (partitions_ahead BETWEEN 1 AND 24),
+    -- How long aggregate_usage() waits for transactions still writing older events.
+    fold_wait                  interval NOT NULL DEFAULT interval '5 seconds'
+                               CONSTRAINT usage_settings_fold_wait_check CHECK (fold_wait BETWEEN interval '0' AND interval '5 minutes'),
+    updated_at                 timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT usage_settings_retention_check
+        CHECK (event_retention IS NULL OR event_retention >= late_event_window + interval '1 month'),
+    CONSTRAINT usage_settings_key_retention_check CHECK (idempotency_key_retention >= late_event_window)
+);
+INSERT INTO @extschema@.usage_settings DEFAULT VALUES;
+
+COMMENT ON TABLE @extschema@.usage_settings IS
+    'Metering configuration (one row): late-event window, retention of raw events and idempotency keys, partitions kept ahead.';
+
+-- Every event gets a number when it is written, in the same default expression that first
+-- gives its transaction an id: an event whose number is at most N belongs to a transaction
+-- that had started when N was handed out. aggregate_usage() relies on it to fold exactly the
+-- events that can no longer change (see src/metering.rs). CACHE 1 (the default) matters.
+CREATE SEQUENCE @extschema@.usage_event_seq AS bigint;
+
+CREATE FUNCTION @extschema@.usage_next_event_seq()
+RETURNS bigint
+LANGUAGE sql VOLATILE
+AS $$
+    SELECT CASE WHEN pg_catalog.pg_current_xact_id() IS NOT NULL
+                THEN pg_catalog.nextval('@extschema@.usage_event_seq'::pg_catalog.regclass) END
+$$;
+
+-- The raw usage log, partitioned by month of occurred_at. Partitions are ordinary tables the
+-- extension creates as time goes (create_usage_partitions) and drops (apply_usage_retention);
+-- pg_dump dumps them like any table.
 CREATE TABLE @extschema@.usage_events (
-    id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    organization_id  uuid NOT NULL REFERENCES @extschema@.organizations (id) ON DELETE CASCADE,
-    user_id          uuid DEFAULT auth.uid() REFERENCES @extschema@.users (id) ON DELETE SET NULL,
+    id               uuid NOT NULL DEFAULT gen_random_uuid(),
+    organization_id  uuid NOT NULL CONSTRAINT usage_events_organization_id_fkey
+                     REFERENCES @extschema@.organizations (id) ON DELETE CASCADE,
+    user_id          uuid DEFAULT auth.uid() CONSTRAINT usage_events_user_id_fkey
+                     REFERENCES @extschema@.users (id) ON DELETE SET NULL,
     -- record_created, api_call, automation_run, storage_used, schedule_executed,
     -- ai_tokens_used, user_active, or an application's own.
-    event_type       text NOT NULL CHECK (event_type ~ '^[a-z][a-z0-9_]{0,62}$'),
+    event_type       text NOT NULL CONSTRAINT usage_events_event_type_check CHECK (event_type ~ '^[a-z][a-z0-9_]{0,62}$'),
     -- A delta in the unit of the limit it counts against; negative only as a service-role
     -- correction. Finite and at most 1e12 in magnitude: NaN and Infinity are numerics, and
     -- one of them would poison every sum of the organization's meters.
     quantity         numeric NOT NULL DEFAULT 1
                      CONSTRAINT usage_events_quantity_finite_check
                      CHECK (quantity <> 0 AND quantity BETWEEN -1e12 AND 1e12),
-    metadata         jsonb NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(metadata) = 'object'),
-    created_at       timestamptz NOT NULL DEFAULT now()
-);
+    metadata         jsonb NOT NULL DEFAULT '{}'::jsonb CONSTRAINT usage_events_metadata_check CHECK (jsonb_typeof(metadata) = 'object'),
+    -- When it happened (its buckets) and when it was recorded. Only the service role dates
+    -- an event, within usage_settings.late_event_window.
+    occurred_at      timestamptz NOT NULL DEFAULT now(),
+    received_at      timestamptz NOT NULL DEFAULT now(),
+    -- A caller's request key: unique per organization (usage_idempotency_keys), kept longer
+    -- than the event itself.
+    idempotency_key  text CONSTRAINT usage_events_idempotency_key_check CHECK (char_length(idempotency_key) BETWEEN 1 AND 255),
+    -- Recorded beyond a soft limit (overage, for usage-based billing).
+    over_limit       boolean NOT NULL DEFAULT false,
+    seq              bigint NOT NULL DEFAULT @extschema@.usage_next_event_seq()
+) PARTITION BY RANGE (occurred_at);
 
--- Per-org/type/user lookups (live distinct-user counting, per-user history) and window scans.
-CREATE INDEX usage_events_org_type_user_created_idx
-    ON @extschema@.usage_events (organization_id, event_type, user_id, created_at);
-CREATE INDEX usage_events_user_id_idx ON @extschema@.usage_events (user_id);
-CREATE INDEX usage_events_created_at_idx ON @extschema@.usage_events (created_at);
+COMMENT ON TABLE @extschema@.usage_events IS
+    'Raw usage events, partitioned by month of occurred_at. Record with record_usage() (limits, idempotency) or INSERT.';
+COMMENT ON COLUMN @extschema@.usage_events.seq IS
+    'Write order. Events with seq <= usage_rollup_state.folded_through are in usage_aggregations; the rest are read live.';
+
+-- Keys and indexes live on each partition (create_usage_partition), not on this parent: a
+-- restore re-attaches the dumped partitions, and indexes inherited from the parent would be
+-- created twice.
 
 CREATE TABLE @extschema@.usage_aggregations (
     id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -63,83 +122,160 @@ CREATE TABLE @extschema@.usage_aggregations (
 );
 
 COMMENT ON TABLE @extschema@.usage_aggregations IS
-    'Daily and monthly rollups of usage_events, kept current on insert and recomputed exactly by aggregate_usage().';
+    'Daily and monthly rollups of the events aggregate_usage() has folded (seq <= usage_rollup_state.folded_through); check_feature_access adds the rest live.';
 
 CREATE INDEX usage_aggregations_period_start_idx ON @extschema@.usage_aggregations (period, period_start);
+
+CREATE TRIGGER replace_seeded_rows
+    BEFORE INSERT ON @extschema@.usage_settings
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.replace_seeded_rows();
+CREATE TRIGGER update_usage_settings_updated_at
+    BEFORE UPDATE ON @extschema@.usage_settings
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.update_updated_at_column();
+
+-- How far the rollups go: every event with seq <= folded_through is in usage_aggregations.
+CREATE TABLE @extschema@.usage_rollup_state (
+    id               boolean PRIMARY KEY DEFAULT true CONSTRAINT usage_rollup_state_singleton_check CHECK (id),
+    folded_through   bigint NOT NULL DEFAULT 0,
+    folded_at        timestamptz,
+    -- The oldest month whose raw events are kept (apply_usage_retention moves it forward).
+    events_kept_since timestamptz
+);
+INSERT INTO @extschema@.usage_rollup_state DEFAULT VALUES;
+CREATE TRIGGER replace_seeded_rows
+    BEFORE INSERT ON @extschema@.usage_rollup_state
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.replace_seeded_rows();
+
+-- Who was active in a bucket (the distinct users behind usage_aggregations.unique_users), so
+-- that folding more events counts each user once.
+CREATE TABLE @extschema@.usage_active_users (
+    organization_id  uuid NOT NULL REFERENCES @extschema@.organizations (id) ON DELETE CASCADE,
+    event_type       text NOT NULL,
+    period           text NOT NULL CONSTRAINT usage_active_users_period_check CHECK (period IN ('daily', 'monthly')),
+    period_start     timestamptz NOT NULL,
+    user_id          uuid NOT NULL,
+    CONSTRAINT usage_active_users_pkey PRIMARY KEY (organization_id, event_type, period, period_start, user_id)
+);
+
+-- Buckets whose distinct-user count a correction (UPDATE or DELETE of events) made stale;
+-- the next aggregate_usage() recounts them.
+CREATE TABLE @extschema@.usage_dirty_buckets (
+    organization_id  uuid NOT NULL REFERENCES @extschema@.organizations (id) ON DELETE CASCADE,
+    event_type       text NOT NULL,
+    period           text NOT NULL CONSTRAINT usage_dirty_buckets_period_check CHECK (period IN ('daily', 'monthly')),
+    period_start     timestamptz NOT NULL,
+    CONSTRAINT usage_dirty_buckets_pkey PRIMARY KEY (organization_id, event_type, period, period_start)
+);
 
 CREATE TRIGGER update_usage_aggregations_updated_at
     BEFORE UPDATE ON @extschema@.usage_aggregations
     FOR EACH ROW EXECUTE FUNCTION @extschema@.update_updated_at_column();
 
--- Live rollup: every insert into usage_events adds to its day and month buckets, so that
--- check_feature_access reads one rollup row instead of scanning the log. A user counts toward
--- unique_users when the rows just inserted are all the events of theirs in the bucket (an
--- index range read of at most batch+1 rows, so the cost is linear in the batch).
--- aggregate_usage() recomputes buckets with the organizations' rows locked FOR UPDATE, which
--- the foreign key check of every new event (FOR KEY SHARE on its organization) waits for: a
--- recompute never races with live writers, and only the organizations it recomputes wait.
--- A restore loads the events and their rollups as they were: nothing to add then.
-CREATE FUNCTION @extschema@.rollup_usage_events()
+-- Corrections: an UPDATE or DELETE of events that are already folded moves their
+-- quantities out of (and back into) their buckets at once, and marks the buckets for a
+-- distinct-user recount. Unfolded events need nothing: they are read live. The trigger waits
+-- for a running aggregate_usage() (which holds usage_rollup_state) so that both agree on
+-- what is folded. A restore loads rollups as they were: nothing to correct then.
+CREATE FUNCTION @extschema@.apply_usage_corrections(
+    organization_ids uuid[], event_types text[], occurred timestamptz[], quantities numeric[], events integer[])
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+    WITH change AS (
+        SELECT * FROM unnest(organization_ids, event_types, occurred, quantities, events)
+                      AS c (organization_id, event_type, occurred_at, quantity, events)
+        -- An organization being deleted takes its rollups along.
+        WHERE EXISTS (SELECT 1 FROM @extschema@.organizations o WHERE o.id = c.organization_id)
+    ), buckets AS (
+        SELECT c.organization_id, c.event_type, p.period,
+               @extschema@.usage_bucket_start(p.period, c.occurred_at) AS period_start,
+               @extschema@.usage_bucket_end(p.period, c.occurred_at) AS period_end,
+               sum(c.quantity) AS quantity, sum(c.events) AS events
+        FROM change c CROSS JOIN (VALUES ('daily'), ('monthly')) AS p (period)
+        GROUP BY 1, 2, 3, 4, 5
+    ), dirty AS (
+        INSERT INTO @extschema@.usage_dirty_buckets (organization_id, event_type, period, period_start)
+        SELECT organization_id, event_type, period, period_start FROM buckets
+        ON CONFLICT DO NOTHING
+    )
+    INSERT INTO @extschema@.usage_aggregations AS a
+        (organization_id, event_type, period, period_start, period_end, total_quantity, event_count, unique_users)
+    SELECT organization_id, event_type, period, period_start, period_end, quantity, events, 0 FROM buckets
+    ON CONFLICT (organization_id, event_type, period, period_start) DO UPDATE
+        SET total_quantity = a.total_quantity + excluded.total_quantity,
+            event_count    = a.event_count + excluded.event_count
+$$;
+
+CREATE FUNCTION @extschema@.correct_usage_rollups()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, @extschema@, pg_temp
 AS $$
+DECLARE
+    folded bigint;
 BEGIN
     IF @extschema@.restore_in_progress() THEN
         RETURN NULL;
     END IF;
-    INSERT INTO @extschema@.usage_aggregations AS a
-        (organization_id, event_type, period, period_start, period_end,
-         total_quantity, event_count, unique_users)
-    SELECT per_user.organization_id, per_user.event_type, per_user.period,
-           per_user.bucket_start, per_user.bucket_end,
-           sum(per_user.quantity), sum(per_user.events),
-           count(*) FILTER (WHERE per_user.user_id IS NOT NULL AND per_user.events = (
-               SELECT count(*) FROM (
-                   SELECT 1 FROM @extschema@.usage_events e
-                   WHERE e.organization_id = per_user.organization_id
-                     AND e.event_type = per_user.event_type
-                     AND e.user_id = per_user.user_id
-                     AND e.created_at >= per_user.bucket_start AND e.created_at < per_user.bucket_end
-                   LIMIT per_user.events + 1) AS seen))
-    FROM (
-        SELECT n.organization_id, n.event_type, n.user_id, p.period,
-               @extschema@.usage_bucket_start(p.period, n.created_at) AS bucket_start,
-               @extschema@.usage_bucket_end(p.period, n.created_at) AS bucket_end,
-               sum(n.quantity) AS quantity, count(*) AS events
-        FROM new_events n
-        CROSS JOIN (VALUES ('daily'), ('monthly')) AS p (period)
-        GROUP BY 1, 2, 3, 4, 5, 6
-    ) per_user
-    GROUP BY 1, 2, 3, 4, 5
-    ON CONFLICT (organization_id, event_type, period, period_start) DO UPDATE
-        SET total_quantity = a.total_quantity + excluded.total_quantity,
-            event_count    = a.event_count + excluded.event_count,
-            unique_users   = a.unique_users + excluded.unique_users;
+    SELECT s.folded_through INTO folded FROM @extschema@.usage_rollup_state s FOR SHARE;
+    IF TG_OP = 'UPDATE' THEN
+        PERFORM @extschema@.apply_usage_corrections(array_agg(c.organization_id), array_agg(c.event_type),
+                                                    array_agg(c.occurred_at), array_agg(c.quantity), array_agg(c.events))
+        FROM (SELECT o.organization_id, o.event_type, o.occurred_at, -o.quantity AS quantity, -1 AS events
+              FROM old_events o WHERE o.seq <= folded
+              UNION ALL
+              SELECT n.organization_id, n.event_type, n.occurred_at, n.quantity, 1
+              FROM new_events n WHERE n.seq <= folded) c
+        HAVING count(*) > 0;
+    ELSE
+        PERFORM @extschema@.apply_usage_corrections(array_agg(o.organization_id), array_agg(o.event_type),
+                                                    array_agg(o.occurred_at), array_agg(-o.quantity), array_agg(-1))
+        FROM old_events o WHERE o.seq <= folded
+        HAVING count(*) > 0;
+    END IF;
     RETURN NULL;
 END
 $$;
 
-CREATE TRIGGER rollup_usage_events
-    AFTER INSERT ON @extschema@.usage_events
-    REFERENCING NEW TABLE AS new_events
-    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.rollup_usage_events();
+CREATE TRIGGER correct_usage_rollups_on_update
+    AFTER UPDATE ON @extschema@.usage_events
+    REFERENCING OLD TABLE AS old_events NEW TABLE AS new_events
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.correct_usage_rollups();
+CREATE TRIGGER correct_usage_rollups_on_delete
+    AFTER DELETE ON @extschema@.usage_events
+    REFERENCING OLD TABLE AS old_events
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.correct_usage_rollups();
 
-REVOKE ALL ON @extschema@.usage_events, @extschema@.usage_aggregations
+-- Privileges: members read their organizations' usage and record for themselves (directly
+-- or through record_usage); everything else is the service role's.
+REVOKE ALL ON @extschema@.usage_events, @extschema@.usage_aggregations, @extschema@.usage_settings,
+              @extschema@.usage_rollup_state, @extschema@.usage_active_users, @extschema@.usage_dirty_buckets
     FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON SEQUENCE @extschema@.usage_event_seq FROM PUBLIC, anon, authenticated, service_role;
 GRANT SELECT ON @extschema@.usage_events, @extschema@.usage_aggregations TO authenticated;
--- id and created_at are not the caller's to choose: events are stamped when recorded.
-GRANT INSERT (organization_id, user_id, event_type, quantity, metadata)
+-- id, occurred_at, received_at and seq are not a member's to choose: events are stamped when recorded.
+GRANT INSERT (organization_id, user_id, event_type, quantity, metadata, idempotency_key)
     ON @extschema@.usage_events TO authenticated;
-GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.usage_events, @extschema@.usage_aggregations
+GRANT USAGE ON SEQUENCE @extschema@.usage_event_seq TO authenticated, service_role;
+GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.usage_events, @extschema@.usage_aggregations TO service_role;
+GRANT SELECT, UPDATE ON @extschema@.usage_settings TO service_role;
+GRANT SELECT ON @extschema@.usage_rollup_state, @extschema@.usage_active_users, @extschema@.usage_dirty_buckets
     TO service_role;
 
 ALTER TABLE @extschema@.usage_events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE @extschema@.usage_aggregations ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.usage_settings ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.usage_rollup_state ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.usage_active_users ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.usage_dirty_buckets ENABLE ROW LEVEL SECURITY;
 
+-- "= ANY (ARRAY(...))", not "IN (SELECT ...)": the caller's organizations become one array
+-- the planner can use as an index condition, so a read that relies on RLS alone is as fast as
+-- one that names its organization.
 CREATE POLICY usage_events_select_member ON @extschema@.usage_events
     FOR SELECT TO authenticated
-    USING (organization_id IN (SELECT @extschema@.current_user_org_ids()));
+    USING (organization_id = ANY (ARRAY(SELECT @extschema@.current_user_org_ids())));
 
 -- Members record their own usage in their organizations; viewers are read-only, and only
 -- the service role may record negative corrections.
@@ -148,7 +284,7 @@ CREATE POLICY usage_events_insert_member ON @extschema@.usage_events
     WITH CHECK (
         user_id = (SELECT auth.uid())
         AND quantity > 0
-        AND organization_id IN (SELECT @extschema@.current_user_org_ids(ARRAY['owner', 'admin', 'member']))
+        AND organization_id = ANY (ARRAY(SELECT @extschema@.current_user_org_ids(ARRAY['owner', 'admin', 'member'])))
     );
 
 CREATE POLICY usage_events_service_role_all ON @extschema@.usage_events
@@ -156,17 +292,37 @@ CREATE POLICY usage_events_service_role_all ON @extschema@.usage_events
 
 CREATE POLICY usage_aggregations_select_member ON @extschema@.usage_aggregations
     FOR SELECT TO authenticated
-    USING (organization_id IN (SELECT @extschema@.current_user_org_ids()));
+    USING (organization_id = ANY (ARRAY(SELECT @extschema@.current_user_org_ids())));
 CREATE POLICY usage_aggregations_service_role_all ON @extschema@.usage_aggregations
     FOR ALL TO service_role USING (true) WITH CHECK (true);
 
-SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_events', '');
-SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_aggregations', '');
+CREATE POLICY usage_settings_service_role ON @extschema@.usage_settings
+    FOR ALL TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY usage_rollup_state_service_role ON @extschema@.usage_rollup_state
+    FOR SELECT TO service_role USING (true);
+CREATE POLICY usage_active_users_service_role ON @extschema@.usage_active_users
+    FOR SELECT TO service_role USING (true);
+CREATE POLICY usage_dirty_buckets_service_role ON @extschema@.usage_dirty_buckets
+    FOR SELECT TO service_role USING (true);
 
-REVOKE ALL ON FUNCTION @extschema@.rollup_usage_events() FROM PUBLIC, anon, authenticated, service_role;
+-- The partitions of usage_events are ordinary tables pg_dump dumps by itself.
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_event_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_aggregations', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_settings', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_rollup_state', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_active_users', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_dirty_buckets', '');
+
+REVOKE ALL ON FUNCTION @extschema@.usage_next_event_seq() FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.usage_next_event_seq() TO authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.apply_usage_corrections(uuid[], text[], timestamptz[], numeric[], integer[])
+    FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.correct_usage_rollups() FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.usage_bucket_start(text, timestamptz) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION @extschema@.usage_bucket_start(text, timestamptz) TO authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.usage_bucket_end(text, timestamptz) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION @extschema@.usage_bucket_end(text, timestamptz) TO authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.aggregate_usage(text, timestamptz, timestamptz) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION @extschema@.aggregate_usage(text, timestamptz, timestamptz) TO service_role;
+REVOKE ALL ON FUNCTION @extschema@.aggregate_usage() FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.aggregate_usage() TO service_role;

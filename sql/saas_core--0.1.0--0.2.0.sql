@@ -142,6 +142,74 @@ SET search_path TO pg_catalog, @extschema@, pg_temp
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'provision_existing_accounts_at_install_wrapper';
 
+CREATE FUNCTION @extschema@."get_usage_summary"("org_id" uuid) RETURNS jsonb
+STABLE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'get_usage_summary_wrapper';
+
+CREATE FUNCTION @extschema@."aggregate_usage"() RETURNS jsonb
+STRICT VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'fold_usage_wrapper';
+
+CREATE FUNCTION @extschema@."create_usage_partition"("month" timestamp with time zone) RETURNS TEXT
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'create_usage_partition_wrapper';
+
+CREATE FUNCTION @extschema@."create_usage_partitions"("months_ahead" INT DEFAULT NULL) RETURNS INT
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'create_usage_partitions_wrapper';
+
+CREATE FUNCTION @extschema@."apply_usage_retention"() RETURNS jsonb
+STRICT VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'apply_usage_retention_wrapper';
+
+CREATE FUNCTION @extschema@."schedule_usage_maintenance"(
+    "rollups" TEXT DEFAULT '* * * * *', "maintenance" TEXT DEFAULT '17 3 * * *'
+) RETURNS jsonb
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'schedule_usage_maintenance_wrapper';
+
+CREATE FUNCTION @extschema@."unschedule_usage_maintenance"() RETURNS bigint
+STRICT VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'unschedule_usage_maintenance_wrapper';
+
+CREATE FUNCTION @extschema@."record_usage"(
+    "org_id" uuid, "event_type" TEXT, "quantity" NUMERIC DEFAULT 1, "idempotency_key" TEXT DEFAULT NULL,
+    "occurred_at" timestamp with time zone DEFAULT NULL, "metadata" jsonb DEFAULT '{}', "user_id" uuid DEFAULT NULL
+) RETURNS jsonb
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'record_usage_wrapper';
+
+CREATE FUNCTION @extschema@."record_usage_batch"("events" jsonb) RETURNS jsonb
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'record_usage_batch_wrapper';
+
+CREATE FUNCTION @extschema@."usage_writer_is_trusted"() RETURNS bool
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'usage_writer_is_trusted_wrapper';
+
+CREATE FUNCTION @extschema@."enforce_member_usage_limits"() RETURNS TRIGGER
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'enforce_member_usage_limits_wrapper';
+
 -- Changed implementations, now bound to their 0.2.0 symbols.
 CREATE OR REPLACE FUNCTION @extschema@."sync_auth_users"() RETURNS bigint
 STRICT VOLATILE SECURITY DEFINER
@@ -179,6 +247,23 @@ AS 'MODULE_PATHNAME', 'recompute_usage_rollups_wrapper';
 SELECT @extschema@.record_auth_dependencies();
 REVOKE ALL ON FUNCTION @extschema@.record_auth_dependencies() FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.restore_in_progress() FROM PUBLIC, anon, authenticated, service_role;
+
+CREATE FUNCTION @extschema@.replace_seeded_rows()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+BEGIN
+    IF @extschema@.restore_in_progress() THEN
+        IF TG_TABLE_NAME = 'feature_definitions' THEN
+            DELETE FROM @extschema@.plan_features;
+        END IF;
+        EXECUTE pg_catalog.format('DELETE FROM %I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+    END IF;
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION @extschema@.replace_seeded_rows() FROM PUBLIC, anon, authenticated, service_role;
 
 -- ---------------------------------------------------------------------------------------
 -- identity (sql/identity.sql)
@@ -312,34 +397,23 @@ ALTER FUNCTION @extschema@.hand_over_organizations()
 -- ---------------------------------------------------------------------------------------
 -- entitlements (sql/entitlements.sql)
 -- ---------------------------------------------------------------------------------------
-CREATE FUNCTION @extschema@.replace_seeded_catalog()
-RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, @extschema@, pg_temp
-AS $$
-BEGIN
-    IF @extschema@.restore_in_progress() THEN
-        DELETE FROM @extschema@.plan_features;
-        IF TG_TABLE_NAME = 'feature_definitions' THEN
-            DELETE FROM @extschema@.feature_definitions;
-        END IF;
-    END IF;
-    RETURN NULL;
-END
-$$;
+ALTER TABLE @extschema@.plan_features
+    ADD COLUMN enforcement text NOT NULL DEFAULT 'hard'
+        CONSTRAINT plan_features_enforcement_check CHECK (enforcement IN ('hard', 'soft'));
 
-CREATE TRIGGER replace_seeded_catalog
+CREATE TRIGGER replace_seeded_rows
     BEFORE INSERT ON @extschema@.feature_definitions
-    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.replace_seeded_catalog();
-CREATE TRIGGER replace_seeded_catalog
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.replace_seeded_rows();
+CREATE TRIGGER replace_seeded_rows
     BEFORE INSERT ON @extschema@.plan_features
-    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.replace_seeded_catalog();
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.replace_seeded_rows();
 
 -- 0.1.0 left the catalog out of pg_dump: operator edits were lost in a backup.
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.feature_definitions', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.plan_features', '');
 
-REVOKE ALL ON FUNCTION @extschema@.replace_seeded_catalog() FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.get_usage_summary(uuid) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.get_usage_summary(uuid) TO authenticated, service_role;
 
 -- ---------------------------------------------------------------------------------------
 -- metering (sql/metering.sql)
@@ -362,58 +436,461 @@ AS $$
            AT TIME ZONE 'UTC'
 $$;
 
-ALTER TABLE @extschema@.usage_events DROP CONSTRAINT usage_events_quantity_check;
-ALTER TABLE @extschema@.usage_events
-    ADD CONSTRAINT usage_events_quantity_finite_check CHECK (quantity <> 0 AND quantity BETWEEN -1e12 AND 1e12);
+CREATE TABLE @extschema@.usage_settings (
+    id                         boolean PRIMARY KEY DEFAULT true CONSTRAINT usage_settings_singleton_check CHECK (id),
+    -- How far back the service role may date an event (members record for now).
+    late_event_window          interval NOT NULL DEFAULT interval '35 days'
+                               CONSTRAINT usage_settings_late_event_window_check
+                               CHECK (late_event_window >= interval '0' AND late_event_window <= interval '1 year'),
+    -- Raw events older than this are dropped by apply_usage_retention(), a month partition at a
+    -- time; NULL keeps them forever. Rollups and idempotency keys are not affected.
+    event_retention            interval DEFAULT NULL,
+    -- How long a recorded idempotency key keeps deduplicating (at least the late-event window).
+    idempotency_key_retention  interval NOT NULL DEFAULT interval '45 days',
+    -- How many months of partitions create_usage_partitions() keeps ahead of now.
+    partitions_ahead           integer NOT NULL DEFAULT 3
+                               CONSTRAINT usage_settings_partitions_ahead_check CHECK (partitions_ahead BETWEEN 1 AND 24),
+    -- How long aggregate_usage() waits for transactions still writing older events.
+    fold_wait                  interval NOT NULL DEFAULT interval '5 seconds'
+                               CONSTRAINT usage_settings_fold_wait_check CHECK (fold_wait BETWEEN interval '0' AND interval '5 minutes'),
+    updated_at                 timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT usage_settings_retention_check
+        CHECK (event_retention IS NULL OR event_retention >= late_event_window + interval '1 month'),
+    CONSTRAINT usage_settings_key_retention_check CHECK (idempotency_key_retention >= late_event_window)
+);
+INSERT INTO @extschema@.usage_settings DEFAULT VALUES;
 
-CREATE OR REPLACE FUNCTION @extschema@.rollup_usage_events()
+COMMENT ON TABLE @extschema@.usage_settings IS
+    'Metering configuration (one row): late-event window, retention of raw events and idempotency keys, partitions kept ahead.';
+
+CREATE SEQUENCE @extschema@.usage_event_seq AS bigint;
+
+CREATE FUNCTION @extschema@.usage_next_event_seq()
+RETURNS bigint
+LANGUAGE sql VOLATILE
+AS $$
+    SELECT CASE WHEN pg_catalog.pg_current_xact_id() IS NOT NULL
+                THEN pg_catalog.nextval('@extschema@.usage_event_seq'::pg_catalog.regclass) END
+$$;
+
+CREATE TRIGGER replace_seeded_rows
+    BEFORE INSERT ON @extschema@.usage_settings
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.replace_seeded_rows();
+CREATE TRIGGER update_usage_settings_updated_at
+    BEFORE UPDATE ON @extschema@.usage_settings
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.update_updated_at_column();
+
+-- 0.1.0's events move into the partitioned log. Their rollups were kept live by 0.1.0, so
+-- every one of them is folded: usage_rollup_state starts after the last.
+DROP TRIGGER rollup_usage_events ON @extschema@.usage_events;
+DROP FUNCTION @extschema@.rollup_usage_events();
+-- The one global advisory lock key any role could hold to stall every tenant's writes.
+DROP FUNCTION @extschema@.usage_rollup_lock_key();
+ALTER TABLE @extschema@.usage_events RENAME TO usage_events_v0_1;
+ALTER EXTENSION saas_core DROP TABLE @extschema@.usage_events_v0_1;
+
+CREATE TABLE @extschema@.usage_events (
+    id               uuid NOT NULL DEFAULT gen_random_uuid(),
+    organization_id  uuid NOT NULL CONSTRAINT usage_events_organization_id_fkey
+                     REFERENCES @extschema@.organizations (id) ON DELETE CASCADE,
+    user_id          uuid DEFAULT auth.uid() CONSTRAINT usage_events_user_id_fkey
+                     REFERENCES @extschema@.users (id) ON DELETE SET NULL,
+    -- record_created, api_call, automation_run, storage_used, schedule_executed,
+    -- ai_tokens_used, user_active, or an application's own.
+    event_type       text NOT NULL CONSTRAINT usage_events_event_type_check CHECK (event_type ~ '^[a-z][a-z0-9_]{0,62}$'),
+    -- A delta in the unit of the limit it counts against; negative only as a service-role
+    -- correction. Finite and at most 1e12 in magnitude: NaN and Infinity are numerics, and
+    -- one of them would poison every sum of the organization's meters.
+    quantity         numeric NOT NULL DEFAULT 1
+                     CONSTRAINT usage_events_quantity_finite_check
+                     CHECK (quantity <> 0 AND quantity BETWEEN -1e12 AND 1e12),
+    metadata         jsonb NOT NULL DEFAULT '{}'::jsonb CONSTRAINT usage_events_metadata_check CHECK (jsonb_typeof(metadata) = 'object'),
+    -- When it happened (its buckets) and when it was recorded. Only the service role dates
+    -- an event, within usage_settings.late_event_window.
+    occurred_at      timestamptz NOT NULL DEFAULT now(),
+    received_at      timestamptz NOT NULL DEFAULT now(),
+    -- A caller's request key: unique per organization (usage_idempotency_keys), kept longer
+    -- than the event itself.
+    idempotency_key  text CONSTRAINT usage_events_idempotency_key_check CHECK (char_length(idempotency_key) BETWEEN 1 AND 255),
+    -- Recorded beyond a soft limit (overage, for usage-based billing).
+    over_limit       boolean NOT NULL DEFAULT false,
+    seq              bigint NOT NULL DEFAULT @extschema@.usage_next_event_seq()
+) PARTITION BY RANGE (occurred_at);
+
+COMMENT ON TABLE @extschema@.usage_events IS
+    'Raw usage events, partitioned by month of occurred_at. Record with record_usage() (limits, idempotency) or INSERT.';
+COMMENT ON COLUMN @extschema@.usage_events.seq IS
+    'Write order. Events with seq <= usage_rollup_state.folded_through are in usage_aggregations; the rest are read live.';
+
+-- Keys and indexes live on each partition (create_usage_partition), not on this parent: a
+-- restore re-attaches the dumped partitions, and indexes inherited from the parent would be
+-- created twice.
+
+COMMENT ON TABLE @extschema@.usage_aggregations IS
+    'Daily and monthly rollups of the events aggregate_usage() has folded (seq <= usage_rollup_state.folded_through); check_feature_access adds the rest live.';
+
+-- How far the rollups go: every event with seq <= folded_through is in usage_aggregations.
+CREATE TABLE @extschema@.usage_rollup_state (
+    id               boolean PRIMARY KEY DEFAULT true CONSTRAINT usage_rollup_state_singleton_check CHECK (id),
+    folded_through   bigint NOT NULL DEFAULT 0,
+    folded_at        timestamptz,
+    -- The oldest month whose raw events are kept (apply_usage_retention moves it forward).
+    events_kept_since timestamptz
+);
+INSERT INTO @extschema@.usage_rollup_state DEFAULT VALUES;
+CREATE TRIGGER replace_seeded_rows
+    BEFORE INSERT ON @extschema@.usage_rollup_state
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.replace_seeded_rows();
+
+-- Who was active in a bucket (the distinct users behind usage_aggregations.unique_users), so
+-- that folding more events counts each user once.
+CREATE TABLE @extschema@.usage_active_users (
+    organization_id  uuid NOT NULL REFERENCES @extschema@.organizations (id) ON DELETE CASCADE,
+    event_type       text NOT NULL,
+    period           text NOT NULL CONSTRAINT usage_active_users_period_check CHECK (period IN ('daily', 'monthly')),
+    period_start     timestamptz NOT NULL,
+    user_id          uuid NOT NULL,
+    CONSTRAINT usage_active_users_pkey PRIMARY KEY (organization_id, event_type, period, period_start, user_id)
+);
+
+-- Buckets whose distinct-user count a correction (UPDATE or DELETE of events) made stale;
+-- the next aggregate_usage() recounts them.
+CREATE TABLE @extschema@.usage_dirty_buckets (
+    organization_id  uuid NOT NULL REFERENCES @extschema@.organizations (id) ON DELETE CASCADE,
+    event_type       text NOT NULL,
+    period           text NOT NULL CONSTRAINT usage_dirty_buckets_period_check CHECK (period IN ('daily', 'monthly')),
+    period_start     timestamptz NOT NULL,
+    CONSTRAINT usage_dirty_buckets_pkey PRIMARY KEY (organization_id, event_type, period, period_start)
+);
+
+-- Partitions for every month 0.1.0 has events in, and for the late-event window and ahead.
+SELECT @extschema@.create_usage_partition(m)
+FROM (SELECT DISTINCT @extschema@.usage_bucket_start('monthly', e.created_at) AS m
+      FROM @extschema@.usage_events_v0_1 e) months;
+SELECT @extschema@.create_usage_partitions();
+-- In write order, so that seq follows it; 0.1.0's created_at was both times.
+INSERT INTO @extschema@.usage_events (id, organization_id, user_id, event_type, quantity, metadata, occurred_at, received_at)
+SELECT e.id, e.organization_id, e.user_id, e.event_type, e.quantity, e.metadata, e.created_at, e.created_at
+FROM @extschema@.usage_events_v0_1 e
+ORDER BY e.created_at, e.id;
+DROP TABLE @extschema@.usage_events_v0_1;
+UPDATE @extschema@.usage_rollup_state
+SET folded_through = (SELECT coalesce(max(e.seq), 0) FROM @extschema@.usage_events e), folded_at = now();
+INSERT INTO @extschema@.usage_active_users (organization_id, event_type, period, period_start, user_id)
+SELECT DISTINCT e.organization_id, e.event_type, p.period, @extschema@.usage_bucket_start(p.period, e.occurred_at), e.user_id
+FROM @extschema@.usage_events e CROSS JOIN (VALUES ('daily'), ('monthly')) AS p (period)
+WHERE e.user_id IS NOT NULL;
+
+CREATE FUNCTION @extschema@.apply_usage_corrections(
+    organization_ids uuid[], event_types text[], occurred timestamptz[], quantities numeric[], events integer[])
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+    WITH change AS (
+        SELECT * FROM unnest(organization_ids, event_types, occurred, quantities, events)
+                      AS c (organization_id, event_type, occurred_at, quantity, events)
+        -- An organization being deleted takes its rollups along.
+        WHERE EXISTS (SELECT 1 FROM @extschema@.organizations o WHERE o.id = c.organization_id)
+    ), buckets AS (
+        SELECT c.organization_id, c.event_type, p.period,
+               @extschema@.usage_bucket_start(p.period, c.occurred_at) AS period_start,
+               @extschema@.usage_bucket_end(p.period, c.occurred_at) AS period_end,
+               sum(c.quantity) AS quantity, sum(c.events) AS events
+        FROM change c CROSS JOIN (VALUES ('daily'), ('monthly')) AS p (period)
+        GROUP BY 1, 2, 3, 4, 5
+    ), dirty AS (
+        INSERT INTO @extschema@.usage_dirty_buckets (organization_id, event_type, period, period_start)
+        SELECT organization_id, event_type, period, period_start FROM buckets
+        ON CONFLICT DO NOTHING
+    )
+    INSERT INTO @extschema@.usage_aggregations AS a
+        (organization_id, event_type, period, period_start, period_end, total_quantity, event_count, unique_users)
+    SELECT organization_id, event_type, period, period_start, period_end, quantity, events, 0 FROM buckets
+    ON CONFLICT (organization_id, event_type, period, period_start) DO UPDATE
+        SET total_quantity = a.total_quantity + excluded.total_quantity,
+            event_count    = a.event_count + excluded.event_count
+$$;
+
+CREATE FUNCTION @extschema@.correct_usage_rollups()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+DECLARE
+    folded bigint;
+BEGIN
+    IF @extschema@.restore_in_progress() THEN
+        RETURN NULL;
+    END IF;
+    SELECT s.folded_through INTO folded FROM @extschema@.usage_rollup_state s FOR SHARE;
+    IF TG_OP = 'UPDATE' THEN
+        PERFORM @extschema@.apply_usage_corrections(array_agg(c.organization_id), array_agg(c.event_type),
+                                                    array_agg(c.occurred_at), array_agg(c.quantity), array_agg(c.events))
+        FROM (SELECT o.organization_id, o.event_type, o.occurred_at, -o.quantity AS quantity, -1 AS events
+              FROM old_events o WHERE o.seq <= folded
+              UNION ALL
+              SELECT n.organization_id, n.event_type, n.occurred_at, n.quantity, 1
+              FROM new_events n WHERE n.seq <= folded) c
+        HAVING count(*) > 0;
+    ELSE
+        PERFORM @extschema@.apply_usage_corrections(array_agg(o.organization_id), array_agg(o.event_type),
+                                                    array_agg(o.occurred_at), array_agg(-o.quantity), array_agg(-1))
+        FROM old_events o WHERE o.seq <= folded
+        HAVING count(*) > 0;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER correct_usage_rollups_on_update
+    AFTER UPDATE ON @extschema@.usage_events
+    REFERENCING OLD TABLE AS old_events NEW TABLE AS new_events
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.correct_usage_rollups();
+CREATE TRIGGER correct_usage_rollups_on_delete
+    AFTER DELETE ON @extschema@.usage_events
+    REFERENCING OLD TABLE AS old_events
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.correct_usage_rollups();
+
+-- Privileges: members read their organizations' usage and record for themselves (directly
+-- or through record_usage); everything else is the service role's.
+REVOKE ALL ON @extschema@.usage_events, @extschema@.usage_aggregations, @extschema@.usage_settings,
+              @extschema@.usage_rollup_state, @extschema@.usage_active_users, @extschema@.usage_dirty_buckets
+    FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON SEQUENCE @extschema@.usage_event_seq FROM PUBLIC, anon, authenticated, service_role;
+GRANT SELECT ON @extschema@.usage_events, @extschema@.usage_aggregations TO authenticated;
+-- id, occurred_at, received_at and seq are not a member's to choose: events are stamped when recorded.
+GRANT INSERT (organization_id, user_id, event_type, quantity, metadata, idempotency_key)
+    ON @extschema@.usage_events TO authenticated;
+GRANT USAGE ON SEQUENCE @extschema@.usage_event_seq TO authenticated, service_role;
+GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.usage_events, @extschema@.usage_aggregations TO service_role;
+GRANT SELECT, UPDATE ON @extschema@.usage_settings TO service_role;
+GRANT SELECT ON @extschema@.usage_rollup_state, @extschema@.usage_active_users, @extschema@.usage_dirty_buckets
+    TO service_role;
+
+ALTER TABLE @extschema@.usage_events ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.usage_aggregations ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.usage_settings ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.usage_rollup_state ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.usage_active_users ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.usage_dirty_buckets ENABLE ROW LEVEL SECURITY;
+
+-- "= ANY (ARRAY(...))", not "IN (SELECT ...)": the caller's organizations become one array
+-- the planner can use as an index condition, so a read that relies on RLS alone is as fast as
+-- one that names its organization.
+CREATE POLICY usage_events_select_member ON @extschema@.usage_events
+    FOR SELECT TO authenticated
+    USING (organization_id = ANY (ARRAY(SELECT @extschema@.current_user_org_ids())));
+
+-- Members record their own usage in their organizations; viewers are read-only, and only
+-- the service role may record negative corrections.
+CREATE POLICY usage_events_insert_member ON @extschema@.usage_events
+    FOR INSERT TO authenticated
+    WITH CHECK (
+        user_id = (SELECT auth.uid())
+        AND quantity > 0
+        AND organization_id = ANY (ARRAY(SELECT @extschema@.current_user_org_ids(ARRAY['owner', 'admin', 'member'])))
+    );
+
+CREATE POLICY usage_events_service_role_all ON @extschema@.usage_events
+    FOR ALL TO service_role USING (true) WITH CHECK (true);
+
+ALTER POLICY usage_aggregations_select_member ON @extschema@.usage_aggregations
+    USING (organization_id = ANY (ARRAY(SELECT @extschema@.current_user_org_ids())));
+
+CREATE POLICY usage_settings_service_role ON @extschema@.usage_settings
+    FOR ALL TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY usage_rollup_state_service_role ON @extschema@.usage_rollup_state
+    FOR SELECT TO service_role USING (true);
+CREATE POLICY usage_active_users_service_role ON @extschema@.usage_active_users
+    FOR SELECT TO service_role USING (true);
+CREATE POLICY usage_dirty_buckets_service_role ON @extschema@.usage_dirty_buckets
+    FOR SELECT TO service_role USING (true);
+
+-- The partitions of usage_events are ordinary tables pg_dump dumps by itself.
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_event_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_settings', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_rollup_state', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_active_users', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_dirty_buckets', '');
+
+REVOKE ALL ON FUNCTION @extschema@.usage_next_event_seq() FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.usage_next_event_seq() TO authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.apply_usage_corrections(uuid[], text[], timestamptz[], numeric[], integer[])
+    FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.correct_usage_rollups() FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.usage_bucket_start(text, timestamptz) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.usage_bucket_start(text, timestamptz) TO authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.usage_bucket_end(text, timestamptz) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.usage_bucket_end(text, timestamptz) TO authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.aggregate_usage(text, timestamptz, timestamptz) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.aggregate_usage(text, timestamptz, timestamptz) TO service_role;
+REVOKE ALL ON FUNCTION @extschema@.aggregate_usage() FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.aggregate_usage() TO service_role;
+
+-- ---------------------------------------------------------------------------------------
+-- retention (sql/retention.sql)
+-- ---------------------------------------------------------------------------------------
+
+-- A restore re-creates the partitions as ordinary tables, and the target's default privileges
+-- (Supabase grants anon, authenticated and service_role everything on new tables in public)
+-- apply to them; the dump cannot revoke what the source never had. Once the restore brings
+-- the rollup state (after every table exists), the partitions are sealed again.
+CREATE FUNCTION @extschema@.seal_usage_partitions()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+DECLARE
+    part regclass;
+BEGIN
+    FOR part IN SELECT i.inhrelid::regclass FROM pg_catalog.pg_inherits i
+                WHERE i.inhparent = '@extschema@.usage_events'::regclass
+    LOOP
+        EXECUTE format('REVOKE ALL ON %s FROM PUBLIC, anon, authenticated, service_role', part);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION @extschema@.seal_usage_partitions() FROM PUBLIC, anon, authenticated, service_role;
+
+CREATE TRIGGER seal_usage_partitions
+    AFTER INSERT ON @extschema@.usage_rollup_state
+    FOR EACH STATEMENT WHEN (@extschema@.restore_in_progress())
+    EXECUTE FUNCTION @extschema@.seal_usage_partitions();
+
+REVOKE ALL ON FUNCTION @extschema@.create_usage_partition(timestamptz) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.create_usage_partition(timestamptz) TO service_role;
+REVOKE ALL ON FUNCTION @extschema@.create_usage_partitions(integer) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.create_usage_partitions(integer) TO service_role;
+REVOKE ALL ON FUNCTION @extschema@.apply_usage_retention() FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.apply_usage_retention() TO service_role;
+REVOKE ALL ON FUNCTION @extschema@.schedule_usage_maintenance(text, text) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.schedule_usage_maintenance(text, text) TO service_role;
+REVOKE ALL ON FUNCTION @extschema@.unschedule_usage_maintenance() FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.unschedule_usage_maintenance() TO service_role;
+
+-- ---------------------------------------------------------------------------------------
+-- recording (sql/recording.sql)
+-- ---------------------------------------------------------------------------------------
+
+-- One key per organization. Kept (with the first call's answer) for
+-- usage_settings.idempotency_key_retention, longer than the late-event window and independent
+-- of the raw events' retention, so that dropping old events never reopens a duplicate.
+CREATE TABLE @extschema@.usage_idempotency_keys (
+    organization_id  uuid NOT NULL REFERENCES @extschema@.organizations (id) ON DELETE CASCADE,
+    idempotency_key  text NOT NULL CONSTRAINT usage_idempotency_keys_key_check CHECK (char_length(idempotency_key) BETWEEN 1 AND 255),
+    event_id         uuid NOT NULL,
+    response         jsonb,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT usage_idempotency_keys_pkey PRIMARY KEY (organization_id, idempotency_key)
+);
+CREATE INDEX usage_idempotency_keys_created_at_brin ON @extschema@.usage_idempotency_keys USING brin (created_at);
+
+COMMENT ON TABLE @extschema@.usage_idempotency_keys IS
+    'Idempotency keys of recorded usage, per organization, with the first call''s answer.';
+
+-- Callers recording against a hard, finite limit of an organization take turns on its row
+-- (an UPDATE: under REPEATABLE READ the second caller fails with 40001 rather than passing).
+CREATE TABLE @extschema@.usage_meter_locks (
+    organization_id  uuid NOT NULL REFERENCES @extschema@.organizations (id) ON DELETE CASCADE,
+    event_type       text NOT NULL,
+    turns            bigint NOT NULL DEFAULT 0,
+    CONSTRAINT usage_meter_locks_pkey PRIMARY KEY (organization_id, event_type)
+);
+
+-- Only the service role dates an event (members cannot set occurred_at), and only within the
+-- late-event window, never in the future. The WHEN clause keeps it off undated inserts.
+CREATE FUNCTION @extschema@.check_usage_event_time()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+DECLARE
+    window_ interval;
+BEGIN
+    IF @extschema@.restore_in_progress() THEN
+        RETURN NEW;
+    END IF;
+    SELECT s.late_event_window INTO window_ FROM @extschema@.usage_settings s;
+    IF NEW.occurred_at < NEW.received_at - window_ THEN
+        RAISE EXCEPTION 'usage_events.occurred_at % is older than the late-event window (%)', NEW.occurred_at, window_
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'usage_settings.late_event_window sets how far back events may be dated.';
+    END IF;
+    IF NEW.occurred_at > NEW.received_at + interval '5 minutes' THEN
+        RAISE EXCEPTION 'usage_events.occurred_at % is in the future', NEW.occurred_at
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER check_usage_event_time
+    BEFORE INSERT ON @extschema@.usage_events
+    FOR EACH ROW WHEN (NEW.occurred_at IS DISTINCT FROM NEW.received_at)
+    EXECUTE FUNCTION @extschema@.check_usage_event_time();
+
+-- A direct INSERT carrying an idempotency key already used in its organization is skipped
+-- (INSERT 0 0), as record_usage would answer "duplicate". record_usage claims its key first,
+-- for the event id it is about to write.
+CREATE FUNCTION @extschema@.deduplicate_usage_event()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, @extschema@, pg_temp
 AS $$
 BEGIN
     IF @extschema@.restore_in_progress() THEN
-        RETURN NULL;
+        RETURN NEW;
     END IF;
-    INSERT INTO @extschema@.usage_aggregations AS a
-        (organization_id, event_type, period, period_start, period_end,
-         total_quantity, event_count, unique_users)
-    SELECT per_user.organization_id, per_user.event_type, per_user.period,
-           per_user.bucket_start, per_user.bucket_end,
-           sum(per_user.quantity), sum(per_user.events),
-           count(*) FILTER (WHERE per_user.user_id IS NOT NULL AND per_user.events = (
-               SELECT count(*) FROM (
-                   SELECT 1 FROM @extschema@.usage_events e
-                   WHERE e.organization_id = per_user.organization_id
-                     AND e.event_type = per_user.event_type
-                     AND e.user_id = per_user.user_id
-                     AND e.created_at >= per_user.bucket_start AND e.created_at < per_user.bucket_end
-                   LIMIT per_user.events + 1) AS seen))
-    FROM (
-        SELECT n.organization_id, n.event_type, n.user_id, p.period,
-               @extschema@.usage_bucket_start(p.period, n.created_at) AS bucket_start,
-               @extschema@.usage_bucket_end(p.period, n.created_at) AS bucket_end,
-               sum(n.quantity) AS quantity, count(*) AS events
-        FROM new_events n
-        CROSS JOIN (VALUES ('daily'), ('monthly')) AS p (period)
-        GROUP BY 1, 2, 3, 4, 5, 6
-    ) per_user
-    GROUP BY 1, 2, 3, 4, 5
-    ON CONFLICT (organization_id, event_type, period, period_start) DO UPDATE
-        SET total_quantity = a.total_quantity + excluded.total_quantity,
-            event_count    = a.event_count + excluded.event_count,
-            unique_users   = a.unique_users + excluded.unique_users;
+    INSERT INTO @extschema@.usage_idempotency_keys (organization_id, idempotency_key, event_id)
+    VALUES (NEW.organization_id, NEW.idempotency_key, NEW.id)
+    ON CONFLICT DO NOTHING;
+    IF FOUND OR EXISTS (SELECT 1 FROM @extschema@.usage_idempotency_keys k
+                        WHERE k.organization_id = NEW.organization_id
+                          AND k.idempotency_key = NEW.idempotency_key AND k.event_id = NEW.id) THEN
+        RETURN NEW;
+    END IF;
     RETURN NULL;
 END
 $$;
 
--- The one global advisory lock key any role could hold to stall every tenant's writes.
-DROP FUNCTION @extschema@.usage_rollup_lock_key();
+CREATE TRIGGER deduplicate_usage_event
+    BEFORE INSERT ON @extschema@.usage_events
+    FOR EACH ROW WHEN (NEW.idempotency_key IS NOT NULL)
+    EXECUTE FUNCTION @extschema@.deduplicate_usage_event();
 
-REVOKE ALL ON FUNCTION @extschema@.usage_bucket_start(text, timestamptz) FROM PUBLIC, anon, authenticated, service_role;
-GRANT EXECUTE ON FUNCTION @extschema@.usage_bucket_start(text, timestamptz) TO authenticated, service_role;
-REVOKE ALL ON FUNCTION @extschema@.usage_bucket_end(text, timestamptz) FROM PUBLIC, anon, authenticated, service_role;
-GRANT EXECUTE ON FUNCTION @extschema@.usage_bucket_end(text, timestamptz) TO authenticated, service_role;
+-- Members inserting directly meet the limits record_usage enforces. Trusted writers (the
+-- service role, the owner, record_usage itself) skip it: their inserts stay plain inserts.
+CREATE TRIGGER enforce_member_usage_limits
+    AFTER INSERT ON @extschema@.usage_events
+    FOR EACH ROW WHEN (NOT @extschema@.usage_writer_is_trusted())
+    EXECUTE FUNCTION @extschema@.enforce_member_usage_limits();
+
+REVOKE ALL ON @extschema@.usage_idempotency_keys, @extschema@.usage_meter_locks
+    FROM PUBLIC, anon, authenticated, service_role;
+GRANT SELECT, DELETE ON @extschema@.usage_idempotency_keys TO service_role;
+ALTER TABLE @extschema@.usage_idempotency_keys ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.usage_meter_locks ENABLE ROW LEVEL SECURITY;
+CREATE POLICY usage_idempotency_keys_service_role ON @extschema@.usage_idempotency_keys
+    FOR ALL TO service_role USING (true) WITH CHECK (true);
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_idempotency_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_meter_locks', '');
+
+ALTER FUNCTION @extschema@.enforce_member_usage_limits()
+    SECURITY DEFINER SET search_path = pg_catalog, @extschema@, pg_temp;
+REVOKE ALL ON FUNCTION @extschema@.check_usage_event_time() FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.deduplicate_usage_event() FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.enforce_member_usage_limits() FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.usage_writer_is_trusted() FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.usage_writer_is_trusted() TO authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.record_usage(uuid, text, numeric, text, timestamptz, jsonb, uuid)
+    FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.record_usage(uuid, text, numeric, text, timestamptz, jsonb, uuid)
+    TO authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.record_usage_batch(jsonb) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.record_usage_batch(jsonb) TO authenticated, service_role;
 
 -- ---------------------------------------------------------------------------------------
 -- provisioning (sql/provisioning.sql)
@@ -454,10 +931,11 @@ DECLARE
 BEGIN
     SELECT e.oid, e.extowner::regrole INTO ext, owner FROM pg_extension e WHERE e.extname = 'saas_core';
     FOR stmt IN
-        SELECT format('ALTER TABLE %s OWNER TO %s', c.oid::regclass, owner)
+        SELECT format('ALTER %s %s OWNER TO %s', CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END,
+                      c.oid::regclass, owner)
         FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
         WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_extension'::regclass
-          AND d.refobjid = ext AND d.deptype = 'e' AND c.relkind IN ('r', 'p') AND c.relowner <> owner
+          AND d.refobjid = ext AND d.deptype = 'e' AND c.relkind IN ('r', 'p', 'S') AND c.relowner <> owner
         UNION ALL
         SELECT format('ALTER ROUTINE %s OWNER TO %s', p.oid::regprocedure, owner)
         FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid

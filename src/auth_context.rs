@@ -29,9 +29,13 @@ thread_local! {
 /// only a member of service_role can `SET ROLE service_role`.
 pub fn caller_is_service_role() -> bool {
     // SAFETY: plain catalog lookups on the backend's own state.
+    unsafe { has_service_role_privileges(pg_sys::GetOuterUserId()) }
+}
+
+unsafe fn has_service_role_privileges(role: pg_sys::Oid) -> bool {
+    // SAFETY: the caller passes a role of this backend; lookups go through the syscache.
     unsafe {
-        let outer = pg_sys::GetOuterUserId();
-        if pg_sys::superuser_arg(outer) {
+        if pg_sys::superuser_arg(role) {
             return true;
         }
         let service_role = SERVICE_ROLE_OID.with(|cached| match cached.get() {
@@ -45,8 +49,15 @@ pub fn caller_is_service_role() -> bool {
                 oid
             }
         });
-        service_role != pg_sys::InvalidOid && pg_sys::has_privs_of_role(outer, service_role)
+        service_role != pg_sys::InvalidOid && pg_sys::has_privs_of_role(role, service_role)
     }
+}
+
+/// True when the *current* role (inside a SECURITY DEFINER function, its owner) has the
+/// privileges of `service_role`; superusers do. Direct writers are judged by it.
+pub fn current_role_is_service_role() -> bool {
+    // SAFETY: plain catalog lookups on the backend's own state.
+    unsafe { has_service_role_privileges(pg_sys::GetUserId()) }
 }
 
 /// Lets the service role act for anyone, and anybody else only for themself.

@@ -7,15 +7,21 @@ use serde_json::{json, Map, Value};
 
 use crate::auth_context;
 use crate::errors;
+use crate::meters;
 #[allow(unused_imports)] // named in `requires` above
 use crate::plan_catalog::invalidate_plan_catalog;
-use crate::plan_catalog::{self, Feature, Limit, Measure, PlanCatalog, Window};
+use crate::plan_catalog::{self, Enforcement, Feature, Limit, Measure, Meter, PlanCatalog, Window};
 use crate::spi::{Expect, Statement};
 
 pgrx::extension_sql_file!(
     "../sql/entitlements.sql",
     name = "entitlements",
-    requires = ["billing", feature_access, invalidate_plan_catalog]
+    requires = [
+        "billing",
+        feature_access,
+        get_usage_summary,
+        invalidate_plan_catalog
+    ]
 );
 
 /// What changes per request, in one round trip: the caller, the membership, the subscription
@@ -23,7 +29,7 @@ pgrx::extension_sql_file!(
 /// from the raw event log. Plan limits and flags come from the per-backend `plan_catalog`.
 /// One statement per kind of meter, so each keeps a small generic plan.
 macro_rules! request_state {
-    ($usage:literal) => {
+    ($usage:expr) => {
         $crate::spi::Statement::read(
             concat!(
                 "SELECT auth.uid(),
@@ -58,23 +64,10 @@ pub struct UsageStatements {
 
 static STATEMENTS: UsageStatements = UsageStatements {
     without_usage: request_state!("SELECT NULL::float8 WHERE $3 IS NULL"),
-    members: request_state!(
-        "SELECT o.member_count FROM organizations o WHERE o.id = $2 AND $3 IS NULL"
-    ),
-    sum_this_month: request_state!(
-        "SELECT coalesce(sum(a.total_quantity), 0) FROM usage_aggregations a
-         WHERE a.organization_id = $2 AND a.event_type = $3 AND a.period = 'monthly'
-           AND a.period_start = usage_bucket_start('monthly', now())"
-    ),
-    sum_lifetime: request_state!(
-        "SELECT coalesce(sum(a.total_quantity), 0) FROM usage_aggregations a
-         WHERE a.organization_id = $2 AND a.event_type = $3 AND a.period = 'monthly'"
-    ),
-    unique_users_this_month: request_state!(
-        "SELECT coalesce(sum(a.unique_users), 0) FROM usage_aggregations a
-         WHERE a.organization_id = $2 AND a.event_type = $3 AND a.period = 'monthly'
-           AND a.period_start = usage_bucket_start('monthly', now())"
-    ),
+    members: request_state!(meters::usage_members!()),
+    sum_this_month: request_state!(meters::usage_sum_this_month!()),
+    sum_lifetime: request_state!(meters::usage_sum_lifetime!()),
+    unique_users_this_month: request_state!(meters::usage_unique_users_this_month!()),
 };
 
 impl UsageStatements {
@@ -174,6 +167,124 @@ fn column<T: pgrx::FromDatum + pgrx::IntoDatum>(
     row.get(i).or_fail("checking feature access")
 }
 
+/// Who is asking, in the organization: their role there, or the service role.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Role {
+    Owner,
+    Admin,
+    Member,
+    Viewer,
+    /// The service role, acting for the organization rather than as one of its members.
+    Service,
+}
+
+impl Role {
+    pub fn parse(role: &str) -> Option<Role> {
+        match role {
+            "owner" => Some(Role::Owner),
+            "admin" => Some(Role::Admin),
+            "member" => Some(Role::Member),
+            "viewer" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+
+    /// Viewers read; everyone else may record usage.
+    pub fn records_usage(self) -> bool {
+        !matches!(self, Role::Viewer)
+    }
+
+    /// Owners and admins add members.
+    pub fn adds_members(self) -> bool {
+        matches!(self, Role::Owner | Role::Admin | Role::Service)
+    }
+}
+
+/// A limit and its usage: the one reading shared by `check_feature_access`, `record_usage`
+/// and `get_usage_summary` of what is left and whether one more is allowed.
+pub struct LimitStatus<'a> {
+    pub feature_key: &'a str,
+    pub meter: &'a Meter,
+    pub limit: Limit,
+    pub enforcement: Enforcement,
+    pub usage: f64,
+}
+
+impl<'a> LimitStatus<'a> {
+    pub fn of(
+        catalog: &'a PlanCatalog,
+        plan: &str,
+        feature_key: &'a str,
+        meter: &'a Meter,
+        usage: f64,
+    ) -> Self {
+        LimitStatus {
+            feature_key,
+            meter,
+            limit: catalog.limit(plan, feature_key),
+            enforcement: catalog.enforcement(plan, feature_key),
+            usage,
+        }
+    }
+
+    /// Whether `more` can be added: always under a soft limit (it becomes overage).
+    pub fn admits(&self, more: f64) -> bool {
+        match (self.limit, self.enforcement) {
+            (Limit::Unlimited, _) => true,
+            (Limit::NotGranted, _) => false,
+            (Limit::Capped(_), Enforcement::Soft) => true,
+            (Limit::Capped(n), Enforcement::Hard) => self.usage + more <= n as f64,
+        }
+    }
+
+    /// Over a (soft) limit: recorded as overage.
+    pub fn over_limit(&self) -> bool {
+        matches!(self.limit, Limit::Capped(n) if self.usage > n as f64)
+    }
+
+    /// Why `role` may not do one more now, if it may not.
+    fn refusal(&self, role: Option<Role>) -> Option<&'static str> {
+        let role_may = match (self.meter.measure, role) {
+            (_, None) => false,
+            (Measure::Members, Some(r)) => r.adds_members(),
+            (Measure::Sum | Measure::UniqueUsers, Some(r)) => r.records_usage(),
+            (Measure::Unmetered, Some(_)) => true,
+        };
+        match self.limit {
+            Limit::NotGranted => Some("not_granted"),
+            _ if !role_may => Some(match self.meter.measure {
+                Measure::Members => "role_cannot_add_members",
+                _ => "role_cannot_record_usage",
+            }),
+            Limit::Capped(n) if self.enforcement == Enforcement::Hard && self.usage >= n as f64 => {
+                Some("limit_reached")
+            }
+            _ => None,
+        }
+    }
+
+    /// The answer's limit fields: limit, unlimited, usage, remaining, allowed (for `role`,
+    /// one more now), reason, enforcement, over_limit, window.
+    pub fn describe(&self, role: Option<Role>, out: &mut Map<String, Value>) {
+        let remaining = match self.limit {
+            Limit::Unlimited => Value::Null,
+            Limit::Capped(n) => number((n as f64 - self.usage).max(0.0)),
+            Limit::NotGranted => json!(0),
+        };
+        let reason = self.refusal(role);
+        out.insert("type".into(), json!("limit"));
+        out.insert("limit".into(), json!(self.limit.value()));
+        out.insert("unlimited".into(), json!(self.limit == Limit::Unlimited));
+        out.insert("usage".into(), number(self.usage));
+        out.insert("remaining".into(), remaining);
+        out.insert("allowed".into(), json!(reason.is_none()));
+        out.insert("reason".into(), json!(reason));
+        out.insert("enforcement".into(), json!(self.enforcement.as_str()));
+        out.insert("over_limit".into(), json!(self.over_limit()));
+        out.insert("window".into(), json!(self.meter.window.as_str()));
+    }
+}
+
 fn describe(
     feature_key: &str,
     feature: &Feature,
@@ -185,23 +296,12 @@ fn describe(
     out.insert("plan".into(), json!(s.plan));
     out.insert("subscription_status".into(), json!(s.status));
     out.insert("role".into(), json!(s.member_role));
+    let role = s.member_role.as_deref().and_then(Role::parse);
     let plan_flags = catalog.flags(&s.plan);
     match feature {
         Feature::Limit(meter) => {
-            let limit = catalog.limit(&s.plan, feature_key);
-            let usage = s.usage.unwrap_or(0.0);
-            let remaining = match limit {
-                Limit::Unlimited => Value::Null,
-                Limit::Capped(n) => number((n as f64 - usage).max(0.0)),
-                Limit::NotGranted => json!(0),
-            };
-            out.insert("type".into(), json!("limit"));
-            out.insert("limit".into(), json!(limit.value()));
-            out.insert("unlimited".into(), json!(limit == Limit::Unlimited));
-            out.insert("usage".into(), number(usage));
-            out.insert("remaining".into(), remaining);
-            out.insert("allowed".into(), json!(limit.allows(usage)));
-            out.insert("window".into(), json!(meter.window.as_str()));
+            LimitStatus::of(catalog, &s.plan, feature_key, meter, s.usage.unwrap_or(0.0))
+                .describe(role, &mut out);
         }
         Feature::AllFlags => {
             out.insert("type".into(), json!("flags"));
@@ -226,12 +326,92 @@ fn describe(
 }
 
 /// Whole numbers print as integers (12, not 12.0).
-fn number(x: f64) -> Value {
+pub fn number(x: f64) -> Value {
     if x.fract() == 0.0 && x.abs() < 9.0e15 {
         json!(x as i64)
     } else {
         json!(x)
     }
+}
+
+static SUMMARY_STATE: Statement = Statement::read(
+    "SELECT (SELECT m.role FROM organization_members m WHERE m.organization_id = $1 AND m.user_id = $2),
+            coalesce(plan_in_effect(s.plan, s.status), 'free'),
+            s.status,
+            EXISTS (SELECT 1 FROM organizations o WHERE o.id = $1),
+            usage_bucket_end('monthly', now())
+     FROM (SELECT) AS one
+     LEFT JOIN org_subscriptions s ON s.organization_id = $1",
+    &[crate::spi::types::UUID, crate::spi::types::UUID],
+);
+
+/// Everything a billing page or a UI gate needs about `org_id` in one call: every limit of
+/// its plan (usage, limit, remaining, percent, window, when it resets, whether the caller may
+/// do one more and if not why) and every flag. For the calling user, who must be a member; the
+/// service role may ask about any organization.
+#[pg_extern(stable, security_definer)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn get_usage_summary(org_id: Option<Uuid>) -> JsonB {
+    let org = errors::required(org_id, "org_id");
+    let service = auth_context::caller_is_service_role();
+    Spi::connect_mut(|client| {
+        let caller = auth_context::current_uid(client);
+        if caller.is_none() && !service {
+            errors::insufficient_privilege("get_usage_summary: not authenticated");
+        }
+        let catalog = plan_catalog::get(client);
+        let what = "reading the usage summary";
+        let state = client
+            .select(
+                SUMMARY_STATE.prepared(client),
+                Some(1),
+                &[org.into(), caller.into()],
+            )
+            .or_fail(what);
+        let row = state.first();
+        let member_role: Option<String> = row.get(1).or_fail(what);
+        let plan: String = row.get(2).or_fail(what).unwrap_or_else(|| "free".into());
+        let status: Option<String> = row.get(3).or_fail(what);
+        let exists: bool = row.get(4).or_fail(what).unwrap_or(false);
+        let resets_at: Option<TimestampWithTimeZone> = row.get(5).or_fail(what);
+        let role = match (member_role.as_deref().and_then(Role::parse), service) {
+            (Some(r), false) => r,
+            (_, true) if exists => Role::Service,
+            _ => errors::insufficient_privilege(
+                "get_usage_summary: the caller is not a member of this organization",
+            ),
+        };
+        let mut limits = Map::new();
+        for (key, meter) in catalog.all_limits() {
+            let usage = meters::usage(client, org, meter);
+            let status = LimitStatus::of(&catalog, &plan, key, meter, usage);
+            let mut out = Map::new();
+            status.describe(Some(role), &mut out);
+            out.remove("type");
+            let percent = match status.limit {
+                Limit::Capped(n) if n > 0 => number((usage / n as f64 * 10000.0).round() / 100.0),
+                Limit::Capped(_) => json!(100),
+                _ => Value::Null,
+            };
+            out.insert("percent".into(), percent);
+            out.insert(
+                "resets_at".into(),
+                match meter.window {
+                    Window::Month => json!(resets_at.map(|t| t.to_iso_string())),
+                    _ => Value::Null,
+                },
+            );
+            limits.insert(key.to_string(), Value::Object(out));
+        }
+        JsonB(json!({
+            "organization_id": org.to_string(),
+            "plan": plan,
+            "subscription_status": status,
+            "role": match role { Role::Service => json!("service_role"), _ => json!(member_role) },
+            "limits": limits,
+            "flags": catalog.flags(&plan).cloned().unwrap_or_default(),
+        }))
+    })
 }
 
 /// The seat limit: an organization may not have more members than its plan's `max_seats`

@@ -4,19 +4,23 @@
 //! tests. The SQL files are ordered by explicit `requires`:
 //!
 //! `auth` → `backup` → `identity` → `organizations` → `billing` → `entitlements` →
-//! `metering` → `provisioning` → `finalize`.
+//! `metering` → `retention` → `recording` → `provisioning` → `finalize`.
 mod auth_context;
 mod backup;
 mod billing;
 mod entitlements;
 mod errors;
 mod identity;
+mod jsonb;
 mod legacy_v0_1;
 mod metering;
+mod meters;
 mod names;
 mod organizations;
 mod plan_catalog;
 mod provisioning;
+mod recording;
+mod retention;
 mod spi;
 mod timestamps;
 

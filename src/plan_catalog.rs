@@ -95,10 +95,27 @@ impl Limit {
     }
 }
 
+/// What happens when a limit is reached (`plan_features.enforcement`): a hard limit refuses
+/// more usage; a soft one records it as overage (for usage-based billing).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Enforcement {
+    Hard,
+    Soft,
+}
+
+impl Enforcement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Enforcement::Hard => "hard",
+            Enforcement::Soft => "soft",
+        }
+    }
+}
+
 pub struct PlanCatalog {
     limits: HashMap<String, Meter>,
     flags_key: HashSet<String>,
-    limit_values: HashMap<(String, String), Option<i64>>,
+    limit_values: HashMap<(String, String), (Option<i64>, Enforcement)>,
     plan_flags: HashMap<String, BTreeMap<String, bool>>,
     flag_names: HashSet<String>,
 }
@@ -118,13 +135,39 @@ impl PlanCatalog {
         match self
             .limit_values
             .get(&(plan.to_string(), key.to_string()))
-            .copied()
-            .flatten()
+            .and_then(|(value, _)| *value)
         {
             Some(-1) => Limit::Unlimited,
             Some(n) => Limit::Capped(n),
             None => Limit::NotGranted,
         }
+    }
+
+    pub fn enforcement(&self, plan: &str, key: &str) -> Enforcement {
+        self.limit_values
+            .get(&(plan.to_string(), key.to_string()))
+            .map(|(_, e)| *e)
+            .unwrap_or(Enforcement::Hard)
+    }
+
+    /// The limits that count events of `event_type`, with their feature keys.
+    pub fn limits_counting(&self, event_type: &str) -> Vec<(&str, &Meter)> {
+        let mut found: Vec<(&str, &Meter)> = self
+            .limits
+            .iter()
+            .filter(|(_, m)| m.event_type.as_deref() == Some(event_type))
+            .map(|(k, m)| (k.as_str(), m))
+            .collect();
+        found.sort_by_key(|(k, _)| *k);
+        found
+    }
+
+    /// Every limit, by feature key.
+    pub fn all_limits(&self) -> Vec<(&str, &Meter)> {
+        let mut found: Vec<(&str, &Meter)> =
+            self.limits.iter().map(|(k, m)| (k.as_str(), m)).collect();
+        found.sort_by_key(|(k, _)| *k);
+        found
     }
 
     /// The plan's boolean flags (a flag whose value is not `true` is off).
@@ -151,7 +194,9 @@ static DEFINITIONS: Statement = Statement::write(
     &[],
 );
 static PLAN_LIMITS: Statement = Statement::write(
-    "SELECT plan, feature_key, limit_value FROM plan_features",
+    // to_jsonb: a database still on 0.1.0's schema has no enforcement column (all hard).
+    "SELECT pf.plan, pf.feature_key, pf.limit_value, (to_jsonb(pf) ->> 'enforcement') = 'soft'
+     FROM plan_features pf",
     &[],
 );
 // Flags are read key by key in SQL: an operator's JSON is never handed to a Rust parser.
@@ -230,7 +275,14 @@ pub fn get(client: &mut SpiClient<'_>) -> Rc<PlanCatalog> {
         let plan: String = r.get(1).or_fail(what).unwrap_or_default();
         let key: String = r.get(2).or_fail(what).unwrap_or_default();
         let limit: Option<i64> = r.get(3).or_fail(what);
-        catalog.limit_values.insert((plan, key), limit);
+        let enforcement = if r.get::<bool>(4).or_fail(what).unwrap_or(false) {
+            Enforcement::Soft
+        } else {
+            Enforcement::Hard
+        };
+        catalog
+            .limit_values
+            .insert((plan, key), (limit, enforcement));
     }
     for r in client
         .update(PLAN_FLAGS.prepared(client), None, &[])

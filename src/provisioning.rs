@@ -25,7 +25,7 @@ pgrx::extension_sql_file!(
     "../sql/provisioning.sql",
     name = "provisioning",
     requires = [
-        "metering",
+        "recording",
         provision_auth_user,
         sync_auth_user,
         remove_auth_user,

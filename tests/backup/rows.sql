@@ -14,4 +14,11 @@ SELECT line FROM (
     UNION ALL SELECT 'plan_features ' || to_jsonb(x)::text FROM plan_features x
     UNION ALL SELECT 'usage_events ' || to_jsonb(x)::text FROM usage_events x
     UNION ALL SELECT 'usage_aggregations ' || to_jsonb(x)::text FROM usage_aggregations x
+    UNION ALL SELECT 'usage_settings ' || to_jsonb(x)::text FROM usage_settings x
+    UNION ALL SELECT 'usage_rollup_state ' || to_jsonb(x)::text FROM usage_rollup_state x
+    UNION ALL SELECT 'usage_active_users ' || to_jsonb(x)::text FROM usage_active_users x
+    UNION ALL SELECT 'usage_dirty_buckets ' || to_jsonb(x)::text FROM usage_dirty_buckets x
+    UNION ALL SELECT 'usage_idempotency_keys ' || to_jsonb(x)::text FROM usage_idempotency_keys x
+    UNION ALL SELECT 'usage_meter_locks ' || to_jsonb(x)::text FROM usage_meter_locks x
+    UNION ALL SELECT 'usage_event_seq ' || last_value || ' ' || is_called FROM usage_event_seq
 ) t ORDER BY line;

@@ -2,13 +2,16 @@
 -- function hardening (search_path, no PUBLIC execute), grants to the API roles, indexes.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(39);
+SELECT plan(53);
 
--- The nine tables of the extension's schema.
+-- The fifteen tables of the extension's schema (usage_events is partitioned; its monthly
+-- partitions are created by the extension but are not members of it, see below).
 SELECT has_table('public', t, format('table public.%s exists', t))
 FROM unnest(ARRAY['users', 'organizations', 'organization_members', 'billing_customers',
                   'org_subscriptions', 'feature_definitions', 'plan_features',
-                  'usage_events', 'usage_aggregations']) AS t;
+                  'usage_events', 'usage_aggregations', 'usage_settings', 'usage_rollup_state',
+                  'usage_active_users', 'usage_dirty_buckets', 'usage_idempotency_keys',
+                  'usage_meter_locks']) AS t;
 
 -- Row level security on every table that belongs to the extension.
 CREATE TEMP VIEW ext_tables AS
@@ -18,14 +21,41 @@ JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.d
 JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'saas_core'
 WHERE c.relkind IN ('r', 'p');
 
-SELECT cmp_ok((SELECT count(*) FROM ext_tables WHERE rel::text NOT LIKE 'auth.%')::int, '=', 9,
-              'the extension owns exactly 9 tables in its schema');
+SELECT cmp_ok((SELECT count(*) FROM ext_tables WHERE rel::text NOT LIKE 'auth.%')::int, '=', 15,
+              'the extension owns exactly 15 tables in its schema');
 SELECT is_empty($$ SELECT rel::text FROM ext_tables WHERE NOT relrowsecurity $$,
                 'RLS is enabled on every table of the extension');
 SELECT ok((SELECT bool_and(relrowsecurity) FROM ext_tables WHERE rel::text IN
              ('users', 'organizations', 'organization_members', 'billing_customers', 'org_subscriptions',
               'feature_definitions', 'plan_features', 'usage_events', 'usage_aggregations')),
           'relrowsecurity is true on all 9 named tables');
+
+-- Partitions: last month (late events) through partitions_ahead months ahead exist at install,
+-- each with RLS on, owned like the parent, and no API role holding a privilege on it directly.
+CREATE TEMP VIEW usage_partitions AS
+SELECT i.inhrelid::regclass AS part, c.relrowsecurity, c.relowner
+FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'usage_events'::regclass;
+SELECT cmp_ok((SELECT count(*) FROM usage_partitions)::int, '>=',
+              (SELECT partitions_ahead + 2 FROM usage_settings),
+              'usage_events has partitions from last month to partitions_ahead months ahead');
+SELECT ok(EXISTS (SELECT 1 FROM usage_partitions
+                  WHERE part::text = 'usage_events_' || to_char(now() - interval '1 month', 'YYYY_MM')),
+          'last month has a partition (late events)');
+SELECT is_empty($$ SELECT part::text FROM usage_partitions WHERE NOT relrowsecurity $$,
+                'RLS is enabled on every partition');
+SELECT is_empty($$ SELECT part::text FROM usage_partitions
+                   WHERE relowner <> (SELECT relowner FROM pg_class WHERE oid = 'usage_events'::regclass) $$,
+                'every partition is owned by the owner of usage_events');
+SELECT is_empty($$ SELECT part::text, r FROM usage_partitions,
+                          unnest(ARRAY['anon', 'authenticated', 'service_role']) AS r
+                   WHERE has_table_privilege(r, part, 'SELECT, INSERT, UPDATE, DELETE') $$,
+                'API roles cannot reach a partition directly, only through usage_events');
+SELECT is_empty($$ SELECT part::text FROM usage_partitions p
+                   WHERE EXISTS (SELECT 1 FROM pg_depend d
+                                 WHERE d.classid = 'pg_class'::regclass AND d.objid = p.part
+                                   AND d.deptype = 'e') $$,
+                'partitions are not extension members (pg_dump keeps their rows)');
 
 -- Seed shape.
 SELECT cmp_ok((SELECT count(*) FROM information_schema.columns
@@ -80,10 +110,16 @@ SELECT ok(has_function_privilege('service_role', 'aggregate_usage(text,timestamp
           AND has_function_privilege('service_role', 'sync_auth_users()', 'EXECUTE'),
           'service_role can execute aggregate_usage and sync_auth_users');
 
--- Every column a policy filters on leads a valid index.
-SELECT ok(EXISTS (SELECT 1 FROM pg_index i
-                  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-                  WHERE i.indrelid = v.tbl::regclass AND a.attname = v.col AND i.indisvalid),
+-- Every column a policy filters on leads a valid index (on usage_events: on every partition).
+CREATE TEMP VIEW index_targets AS
+SELECT c.oid::regclass AS rel, coalesce(i.inhparent, c.oid)::regclass AS logical
+FROM pg_class c LEFT JOIN pg_inherits i ON i.inhrelid = c.oid
+WHERE c.relkind = 'r';
+SELECT ok((SELECT bool_and(EXISTS (SELECT 1 FROM pg_index i
+                                   JOIN pg_attribute a ON a.attrelid = i.indrelid
+                                                      AND a.attnum = i.indkey[0]
+                                   WHERE i.indrelid = t.rel AND a.attname = v.col AND i.indisvalid))
+           FROM index_targets t WHERE t.logical = v.tbl::regclass),
           format('an index leads with %s.%s', v.tbl, v.col))
 FROM (VALUES ('users', 'id'),
              ('organizations', 'id'),
@@ -94,7 +130,9 @@ FROM (VALUES ('users', 'id'),
              ('org_subscriptions', 'organization_id'),
              ('usage_events', 'organization_id'),
              ('usage_events', 'user_id'),
-             ('usage_aggregations', 'organization_id')) AS v (tbl, col);
+             ('usage_aggregations', 'organization_id'),
+             ('usage_active_users', 'organization_id'),
+             ('usage_idempotency_keys', 'organization_id')) AS v (tbl, col);
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -1,8 +1,9 @@
 -- 07_rls_metering: usage_events (members record their own usage) and usage_aggregations
--- (read-only rollups) under RLS; the live rollup feeds check_feature_access.
+-- (read-only rollups) under RLS; check_feature_access counts events at once, aggregate_usage()
+-- folds them into the rollups members read.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(33);
+SELECT plan(35);
 
 \set o '00000000-0000-4000-8000-000000000701'
 \set m '00000000-0000-4000-8000-000000000702'
@@ -39,11 +40,14 @@ SELECT lives_ok(format($$ INSERT INTO usage_events (organization_id, user_id, ev
                           VALUES (%L, %L, 'api_call', 7) $$, :'t', :'m'),
                 'member records an event naming their own user_id');
 SELECT is((check_feature_access(:'m', 'max_api_calls_per_month', :'t') ->> 'usage')::numeric, (:usage_before + 12)::numeric,
-          'live rollup: check_feature_access usage went up by the inserted 5 + 7');
+          'check_feature_access usage went up by the inserted 5 + 7 before any fold');
+RESET ROLE;
+SELECT aggregate_usage() IS NOT NULL AS folded \gset
+SET LOCAL ROLE authenticated;
 SELECT is((SELECT total_quantity FROM usage_aggregations
            WHERE organization_id = :'t' AND event_type = 'api_call' AND period = 'daily'
              AND period_start = date_trunc('day', now(), 'UTC')), 12::numeric,
-          'today''s daily rollup holds the 12 calls');
+          'after aggregate_usage(), today''s daily rollup holds the 12 calls');
 
 SELECT throws_ok(format($$ INSERT INTO usage_events (organization_id, user_id, event_type) VALUES (%L, %L, 'api_call') $$, :'t', :'o'),
                  '42501', 'new row violates row-level security policy for table "usage_events"',
@@ -57,9 +61,15 @@ SELECT throws_ok(format($$ INSERT INTO usage_events (organization_id, event_type
 SELECT throws_ok(format($$ INSERT INTO usage_events (organization_id, event_type, quantity) VALUES (%L, 'api_call', -3) $$, :'t'),
                  '42501', 'new row violates row-level security policy for table "usage_events"',
                  'member cannot record a negative quantity');
-SELECT throws_ok(format($$ INSERT INTO usage_events (organization_id, event_type, created_at)
-                           VALUES (%L, 'api_call', now() - interval '40 days') $$, :'t'),
-                 '42501', 'permission denied for table usage_events', 'member cannot set created_at');
+SELECT throws_ok(format($$ INSERT INTO usage_events (organization_id, event_type, occurred_at)
+                           VALUES (%L, 'api_call', now() - interval '1 day') $$, :'t'),
+                 '42501', 'permission denied for table usage_events', 'member cannot date an event (occurred_at)');
+SELECT throws_ok(format($$ INSERT INTO usage_events (organization_id, event_type, received_at)
+                           VALUES (%L, 'api_call', now() - interval '1 day') $$, :'t'),
+                 '42501', 'permission denied for table usage_events', 'member cannot set received_at');
+SELECT throws_ok(format($$ INSERT INTO usage_events (organization_id, event_type, over_limit)
+                           VALUES (%L, 'api_call', false) $$, :'t'),
+                 '42501', 'permission denied for table usage_events', 'member cannot set over_limit');
 SELECT throws_ok(format($$ INSERT INTO usage_events (id, organization_id, event_type)
                            VALUES (gen_random_uuid(), %L, 'api_call') $$, :'t'),
                  '42501', 'permission denied for table usage_events', 'member cannot set id');
@@ -129,6 +139,7 @@ SELECT throws_ok(format($$ INSERT INTO usage_events (organization_id, event_type
 
 -- ================================================================ what is stored (as postgres)
 RESET ROLE;
+SELECT aggregate_usage() IS NOT NULL AS folded \gset
 SELECT is((SELECT sum(quantity) FROM usage_events WHERE organization_id = :'t'), 10::numeric,
           'the team''s log holds 5 + 7 - 2 and none of the refused events');
 SELECT is((SELECT total_quantity::text || '/' || event_count || '/' || unique_users FROM usage_aggregations

@@ -39,7 +39,25 @@ acl(kind, name, entry) AS (
     FROM pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
     WHERE n.oid IN ((SELECT extnamespace FROM ext), coalesce(to_regnamespace('auth'), 0))
 ),
+-- usage_events' partitions are ordinary tables (not members) for months that differ between
+-- databases: their shape is compared, month replaced by YYYY_MM, each distinct fact once.
+part AS (
+    SELECT c.oid, c.relname::text AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+    WHERE i.inhparent = to_regclass('usage_events')
+),
 facts(section, fact) AS (
+    SELECT DISTINCT 'partition shape', regexp_replace(f, 'usage_events_[0-9]{4}_[0-9]{2}', 'usage_events_YYYY_MM', 'g')
+    FROM (
+        SELECT format('owner=%s rls=%s acl=%s comment=%s', c.relowner::regrole, c.relrowsecurity,
+                      coalesce(c.relacl, acldefault('r', c.relowner)),
+                      regexp_replace(obj_description(c.oid, 'pg_class'), '[0-9]{4}-[0-9]{2}', 'YYYY-MM')) AS f
+        FROM part p JOIN pg_class c ON c.oid = p.oid
+        UNION ALL SELECT pg_get_indexdef(i.indexrelid) FROM part p JOIN pg_index i ON i.indrelid = p.oid
+        UNION ALL SELECT format('%s %s', co.conname, pg_get_constraintdef(co.oid)) FROM part p JOIN pg_constraint co ON co.conrelid = p.oid
+        UNION ALL SELECT pg_get_triggerdef(t.oid) FROM part p JOIN pg_trigger t ON t.tgrelid = p.oid WHERE NOT t.tgisinternal
+        UNION ALL SELECT format('member of the extension: %s', EXISTS (SELECT 1 FROM member m WHERE m.objid = p.oid)) FROM part p
+    ) shapes (f)
+    UNION ALL
     SELECT 'extension', format('%s %s in %s owned by %s relocatable=%s', e.extname, e.extversion,
                                e.extnamespace::regnamespace, e.extowner::regrole, x.extrelocatable)
     FROM ext e JOIN pg_extension x ON x.oid = e.oid

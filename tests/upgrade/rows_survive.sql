@@ -3,7 +3,7 @@
 -- Columns added by 0.2.0 are left out of the comparisons and checked on their own.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(22);
+SELECT plan(25);
 
 \set olivia '00000000-0000-4000-8000-0000000d0001'
 \set adam '00000000-0000-4000-8000-0000000d0002'
@@ -27,10 +27,20 @@ SELECT set_eq('SELECT to_jsonb(x) FROM org_subscriptions x', 'SELECT to_jsonb(x)
               'org_subscriptions: every row kept as it was');
 SELECT set_eq('SELECT to_jsonb(x) FROM feature_definitions x', 'SELECT to_jsonb(x) FROM upgrade_snapshot.feature_definitions x',
               'feature_definitions: every row kept, the operator''s feature included');
-SELECT set_eq('SELECT to_jsonb(x) FROM plan_features x', 'SELECT to_jsonb(x) FROM upgrade_snapshot.plan_features x',
-              'plan_features: every row kept, the operator''s edits included');
-SELECT set_eq('SELECT to_jsonb(x) FROM usage_events x', 'SELECT to_jsonb(x) FROM upgrade_snapshot.usage_events x',
-              'usage_events: every event kept as it was');
+SELECT set_eq($$ SELECT to_jsonb(x) - 'enforcement' FROM plan_features x WHERE x.enforcement = 'hard' $$,
+              'SELECT to_jsonb(x) FROM upgrade_snapshot.plan_features x',
+              'plan_features: every row kept, the operator''s edits included, every limit hard as in 0.1.0');
+SELECT set_eq($$ SELECT (to_jsonb(x) - '{occurred_at,received_at,idempotency_key,over_limit,seq}'::text[])
+                        || jsonb_build_object('created_at', x.occurred_at) FROM usage_events x $$,
+              'SELECT to_jsonb(x) FROM upgrade_snapshot.usage_events x',
+              'usage_events: every event kept as it was, in the partitioned log (created_at became occurred_at)');
+SELECT is_empty($$ SELECT 1 FROM usage_events WHERE received_at <> occurred_at OR idempotency_key IS NOT NULL OR over_limit $$,
+                'migrated events were received when they occurred, with no key and no overage');
+SELECT is((SELECT folded_through FROM usage_rollup_state), (SELECT max(seq) FROM usage_events),
+          'every migrated event counts as folded: 0.1.0 kept its rollups live');
+SELECT is_empty($$ SELECT 1 FROM (SELECT seq, lag(occurred_at) OVER (ORDER BY seq) AS before, occurred_at FROM usage_events) s
+                   WHERE s.before > s.occurred_at $$,
+                'seq follows the order the events were written in');
 SELECT set_eq('SELECT to_jsonb(x) FROM usage_aggregations x', 'SELECT to_jsonb(x) FROM upgrade_snapshot.usage_aggregations x',
               'usage_aggregations: every rollup kept as it was');
 

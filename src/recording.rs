@@ -1,0 +1,937 @@
+//! Recording usage (sql/recording.sql). `record_usage` and `record_usage_batch` check, in
+//! one transaction with the write, the caller's right to record, every limit the event counts
+//! against and its idempotency key. Triggers give direct INSERTs the same rules: a member's
+//! insert meets the same limits, a repeated idempotency key is skipped, and only the service
+//! role dates an event, within the late-event window.
+//!
+//! Exactness at a hard limit: callers recording against the same organization and event
+//! type take turns on a row of `usage_meter_locks` (an UPDATE, so REPEATABLE READ and
+//! SERIALIZABLE callers fail with 40001 instead of both passing) before reading the usage.
+//! Unlimited and soft limits take no lock: recording stays as parallel as plain INSERTs.
+use std::collections::HashMap;
+
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::{AnyNumeric, Uuid};
+use serde_json::{json, Map, Value};
+
+use crate::auth_context;
+use crate::entitlements::{LimitStatus, Role};
+use crate::errors;
+use crate::jsonb::RawJsonb;
+use crate::meters;
+use crate::plan_catalog::{self, Enforcement, Limit, Measure, PlanCatalog};
+use crate::spi::{self, types, Expect, Statement};
+
+pgrx::extension_sql_file!(
+    "../sql/recording.sql",
+    name = "recording",
+    requires = [
+        "retention",
+        record_usage,
+        record_usage_batch,
+        enforce_member_usage_limits,
+        usage_writer_is_trusted,
+    ]
+);
+
+const QUANTITY_BOUND: &str = "1000000000000";
+const MAX_BATCH: usize = 1000;
+const EVENT_TYPE_RULE: &str =
+    "a lowercase letter, then up to 62 lowercase letters, digits or underscores";
+
+fn event_type_ok(event_type: &str) -> bool {
+    let mut bytes = event_type.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z'))
+        && event_type.len() <= 63
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Who records: the member behind the JWT, or the service role.
+struct Caller {
+    uid: Option<Uuid>,
+    service: bool,
+}
+
+/// An event a caller asked to record, checked for shape.
+struct Request {
+    org: Uuid,
+    event_type: String,
+    quantity: String,
+    quantity_f: f64,
+    key: Option<String>,
+    occurred_at: Option<TimestampWithTimeZone>,
+    metadata: Option<RawJsonb>,
+    user_id: Option<Uuid>,
+}
+
+/// A refusal that `record_usage` raises and `record_usage_batch` reports per event.
+struct Refusal {
+    code: PgSqlErrorCode,
+    message: String,
+    hint: Option<&'static str>,
+}
+
+impl Refusal {
+    fn new(code: PgSqlErrorCode, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    fn raise(self) -> ! {
+        match self.hint {
+            Some(hint) => errors::raise_with_hint(self.code, self.message, hint),
+            None => errors::raise(self.code, self.message),
+        }
+    }
+
+    fn sqlstate(&self) -> String {
+        // The five-character SQLSTATE from PostgreSQL's packed representation.
+        let mut code = self.code as i32;
+        let mut out = String::new();
+        for _ in 0..5 {
+            out.push((((code & 0x3F) as u8) + b'0') as char);
+            code >>= 6;
+        }
+        out
+    }
+}
+
+/// Checks a quantity: finite, not zero, at most 1e12 in magnitude, positive for members.
+fn check_quantity(quantity: &AnyNumeric, caller: &Caller) -> Result<f64, Refusal> {
+    let bound = AnyNumeric::try_from(QUANTITY_BOUND)
+        .unwrap_or_else(|e| errors::internal("checking a quantity", e));
+    let zero = AnyNumeric::from(0);
+    if quantity.is_nan() || quantity.abs() > bound || *quantity == zero {
+        return Err(Refusal::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("quantity must be a finite number other than 0, at most 1e12 in magnitude (got {quantity})"),
+        ));
+    }
+    if !caller.service && *quantity < zero {
+        return Err(Refusal::new(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "only the service role records negative quantities (corrections)",
+        ));
+    }
+    f64::try_from(quantity.clone()).map_err(|_| {
+        Refusal::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "quantity is out of range",
+        )
+    })
+}
+
+fn check_shape(event_type: &str, key: Option<&str>) -> Result<(), Refusal> {
+    if !event_type_ok(event_type) {
+        return Err(Refusal::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("event_type \"{event_type}\" is not valid: use {EVENT_TYPE_RULE}"),
+        ));
+    }
+    if let Some(key) = key {
+        if key.is_empty() || key.chars().count() > 255 {
+            return Err(Refusal::new(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                "idempotency_key must be 1 to 255 characters",
+            ));
+        }
+    }
+    Ok(())
+}
+
+static MEMBERSHIP: Statement = Statement::read(
+    "SELECT (SELECT m.role FROM organization_members m WHERE m.organization_id = $1 AND m.user_id = $2),
+            coalesce(plan_in_effect(s.plan, s.status), 'free'),
+            EXISTS (SELECT 1 FROM organizations o WHERE o.id = $1)
+     FROM (SELECT) AS one
+     LEFT JOIN org_subscriptions s ON s.organization_id = $1",
+    &[types::UUID, types::UUID],
+);
+
+/// The caller's role in `org` and the plan in effect there, or why they may not record.
+fn authorize(
+    client: &SpiClient<'_>,
+    org: Uuid,
+    caller: &Caller,
+) -> Result<(Role, String), Refusal> {
+    let what = "reading the membership";
+    let table = client
+        .select(
+            MEMBERSHIP.prepared(client),
+            Some(1),
+            &[org.into(), caller.uid.into()],
+        )
+        .or_fail(what);
+    let row = table.first();
+    let role: Option<String> = row.get(1).or_fail(what);
+    let plan: String = row.get(2).or_fail(what).unwrap_or_else(|| "free".into());
+    let exists: bool = row.get(3).or_fail(what).unwrap_or(false);
+    let denied = |message: &str| {
+        Err(Refusal::new(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            message,
+        ))
+    };
+    match (role.as_deref().and_then(Role::parse), caller.service) {
+        (_, true) if exists => Ok((Role::Service, plan)),
+        (_, true) => Err(Refusal::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("no organization {org}"),
+        )),
+        (Some(Role::Viewer), false) => denied("viewers cannot record usage"),
+        (Some(role), false) => Ok((role, plan)),
+        (None, false) => denied("the caller is not a member of this organization"),
+    }
+}
+
+static WITHIN_WINDOW: Statement = Statement::read(
+    "SELECT $1 >= now() - (SELECT late_event_window FROM usage_settings), $1 <= now() + interval '5 minutes'",
+    &[types::TIMESTAMPTZ],
+);
+
+/// Members record for now; the service role may date an event within the late-event window.
+fn check_occurred_at(
+    client: &SpiClient<'_>,
+    occurred_at: Option<TimestampWithTimeZone>,
+    caller: &Caller,
+) -> Result<(), Refusal> {
+    let Some(at) = occurred_at else { return Ok(()) };
+    if !caller.service {
+        return Err(Refusal::new(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "only the service role dates events (occurred_at); members record for now",
+        ));
+    }
+    let table = client
+        .select(WITHIN_WINDOW.prepared(client), Some(1), &[at.into()])
+        .or_fail("checking occurred_at");
+    let row = table.first();
+    let after_start: bool = row.get(1).or_fail("checking occurred_at").unwrap_or(false);
+    let before_end: bool = row.get(2).or_fail("checking occurred_at").unwrap_or(false);
+    if !after_start {
+        return Err(Refusal::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "occurred_at is older than the late-event window (usage_settings.late_event_window)",
+        ));
+    }
+    if !before_end {
+        return Err(Refusal::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "occurred_at is in the future",
+        ));
+    }
+    Ok(())
+}
+
+static CLAIM_KEY: Statement = Statement::write(
+    "INSERT INTO usage_idempotency_keys (organization_id, idempotency_key, event_id)
+     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING true",
+    &[types::UUID, types::TEXT, types::UUID],
+);
+
+static FIRST_RESULT: Statement = Statement::read(
+    "SELECT coalesce(k.response, jsonb_build_object('event_id', k.event_id, 'organization_id', k.organization_id))
+            || jsonb_build_object('recorded', false, 'duplicate', true)
+     FROM usage_idempotency_keys k WHERE k.organization_id = $1 AND k.idempotency_key = $2",
+    &[types::UUID, types::TEXT],
+);
+
+static KEEP_RESULT: Statement = Statement::write(
+    "UPDATE usage_idempotency_keys SET response = $3::jsonb WHERE organization_id = $1 AND idempotency_key = $2",
+    &[types::UUID, types::TEXT, types::TEXT],
+);
+
+/// Claims `key` for `event_id`; a key recorded before returns the first call's result.
+fn claim_key(client: &mut SpiClient<'_>, org: Uuid, key: &str, event_id: Uuid) -> Option<RawJsonb> {
+    let claimed = spi::one_mut::<bool>(
+        client,
+        &CLAIM_KEY,
+        &[org.into(), key.into(), event_id.into()],
+        "claiming the idempotency key",
+    );
+    if claimed.is_some() {
+        return None;
+    }
+    // The key's row conflicted, so it exists: a snapshot that cannot see it (only possible
+    // above READ COMMITTED, where PostgreSQL raises 40001 first) must not record a second time.
+    let first = spi::one::<RawJsonb>(
+        client,
+        &FIRST_RESULT,
+        &[org.into(), key.into()],
+        "reading the first result",
+    );
+    Some(first.unwrap_or_else(|| {
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+            format!("idempotency key \"{key}\" was recorded by a concurrent transaction; retry"),
+        )
+    }))
+}
+
+static LOCK_METER: Statement = Statement::write(
+    "INSERT INTO usage_meter_locks AS l (organization_id, event_type) VALUES ($1, $2)
+     ON CONFLICT (organization_id, event_type) DO UPDATE SET turns = l.turns + 1",
+    &[types::UUID, types::TEXT],
+);
+
+/// The limits `event_type` counts against under `plan`, each with its usage now. Takes the
+/// meter's turn first when a hard, finite limit is among them.
+fn limits_now<'c>(
+    client: &mut SpiClient<'_>,
+    catalog: &'c PlanCatalog,
+    plan: &str,
+    org: Uuid,
+    event_type: &str,
+) -> Vec<LimitStatus<'c>> {
+    let counting = catalog.limits_counting(event_type);
+    let hard = counting.iter().any(|(key, _)| {
+        matches!(catalog.limit(plan, key), Limit::Capped(_))
+            && catalog.enforcement(plan, key) == Enforcement::Hard
+    });
+    if hard {
+        spi::run(
+            client,
+            &LOCK_METER,
+            &[org.into(), event_type.into()],
+            "taking the meter's turn",
+        );
+    }
+    counting
+        .into_iter()
+        .map(|(key, meter)| {
+            LimitStatus::of(catalog, plan, key, meter, meters::usage(client, org, meter))
+        })
+        .collect()
+}
+
+/// The increase in each limit's usage if this event is recorded.
+fn increase(status: &LimitStatus, quantity: f64, new_user: bool) -> f64 {
+    match status.meter.measure {
+        Measure::Sum => quantity,
+        Measure::UniqueUsers if new_user => 1.0,
+        _ => 0.0,
+    }
+}
+
+static USER_COUNTED: Statement = Statement::read(
+    "SELECT EXISTS (SELECT 1 FROM usage_active_users u
+                    WHERE u.organization_id = $1 AND u.event_type = $2 AND u.period = 'monthly'
+                      AND u.period_start = usage_bucket_start('monthly', now()) AND u.user_id = $3)
+         OR EXISTS (SELECT 1 FROM usage_events e
+                    WHERE e.organization_id = $1 AND e.event_type = $2 AND e.user_id = $3
+                      AND e.seq > (SELECT s.folded_through FROM usage_rollup_state s)
+                      AND e.occurred_at >= usage_bucket_start('monthly', now())
+                      AND e.occurred_at < usage_bucket_end('monthly', now()))",
+    &[types::UUID, types::TEXT, types::UUID],
+);
+
+fn counts_a_new_user(
+    client: &SpiClient<'_>,
+    statuses: &[LimitStatus],
+    org: Uuid,
+    event_type: &str,
+    user: Option<Uuid>,
+) -> bool {
+    let Some(user) = user else { return false };
+    statuses
+        .iter()
+        .any(|s| s.meter.measure == Measure::UniqueUsers)
+        && !spi::one::<bool>(
+            client,
+            &USER_COUNTED,
+            &[org.into(), event_type.into(), user.into()],
+            "reading active users",
+        )
+        .unwrap_or(false)
+}
+
+/// Refuses when a hard limit cannot take `quantity` more.
+fn refuse_over_limit(
+    statuses: &[LimitStatus],
+    quantity: f64,
+    new_user: bool,
+) -> Result<bool, Refusal> {
+    let mut over_soft = false;
+    for s in statuses {
+        let more = increase(s, quantity, new_user);
+        if more > 0.0 && !s.admits(more) {
+            let message = match s.limit {
+                Limit::Capped(n) => format!(
+                    "{}: the limit of {n} is reached (usage {}, this event {})",
+                    s.feature_key,
+                    crate::entitlements::number(s.usage),
+                    crate::entitlements::number(more)
+                ),
+                _ => format!("{}: the plan grants none", s.feature_key),
+            };
+            return Err(Refusal {
+                code: PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                message,
+                hint: Some("Upgrade the plan, or wait until the limit's window resets."),
+            });
+        }
+        if let Limit::Capped(n) = s.limit {
+            over_soft |= s.enforcement == Enforcement::Soft && s.usage + more > n as f64;
+        }
+    }
+    Ok(over_soft)
+}
+
+static INSERT_EVENTS: Statement = Statement::write(
+    "INSERT INTO usage_events
+         (id, organization_id, user_id, event_type, quantity, metadata, occurred_at, idempotency_key, over_limit)
+     SELECT e.id, e.organization_id, e.user_id, e.event_type, e.quantity::numeric,
+            coalesce(e.metadata, '{}'), coalesce(e.occurred_at, now()), e.idempotency_key, e.over_limit
+     FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::jsonb[],
+                 $7::timestamptz[], $8::text[], $9::bool[])
+          AS e (id, organization_id, user_id, event_type, quantity, metadata, occurred_at, idempotency_key, over_limit)",
+    &[
+        types::UUID_ARRAY,
+        types::UUID_ARRAY,
+        types::UUID_ARRAY,
+        types::TEXT_ARRAY,
+        types::TEXT_ARRAY,
+        types::JSONB_ARRAY,
+        types::TIMESTAMPTZ_ARRAY,
+        types::TEXT_ARRAY,
+        types::BOOL_ARRAY,
+    ],
+);
+
+/// Accepted events, written in one INSERT.
+#[derive(Default)]
+struct Accepted {
+    ids: Vec<Uuid>,
+    orgs: Vec<Uuid>,
+    users: Vec<Option<Uuid>>,
+    types: Vec<String>,
+    quantities: Vec<String>,
+    metadata: Vec<Option<RawJsonb>>,
+    occurred: Vec<Option<TimestampWithTimeZone>>,
+    keys: Vec<Option<String>>,
+    over: Vec<bool>,
+}
+
+impl Accepted {
+    fn push(&mut self, id: Uuid, r: &Request, user: Option<Uuid>, over_limit: bool) {
+        self.ids.push(id);
+        self.orgs.push(r.org);
+        self.users.push(user);
+        self.types.push(r.event_type.clone());
+        self.quantities.push(r.quantity.clone());
+        self.metadata.push(r.metadata);
+        self.occurred.push(r.occurred_at);
+        self.keys.push(r.key.clone());
+        self.over.push(over_limit);
+    }
+
+    fn write(self, client: &mut SpiClient<'_>) {
+        if self.ids.is_empty() {
+            return;
+        }
+        spi::run(
+            client,
+            &INSERT_EVENTS,
+            &[
+                self.ids.into(),
+                self.orgs.into(),
+                self.users.into(),
+                self.types.into(),
+                self.quantities.into(),
+                self.metadata.into(),
+                self.occurred.into(),
+                self.keys.into(),
+                self.over.into(),
+            ],
+            "recording usage",
+        );
+    }
+}
+
+/// What `check_feature_access` would say after the event: every limit it counts against.
+fn limits_answer(
+    client: &SpiClient<'_>,
+    statuses: &[LimitStatus],
+    org: Uuid,
+    role: Role,
+) -> Map<String, Value> {
+    let mut limits = Map::new();
+    for s in statuses {
+        let after = LimitStatus {
+            usage: meters::usage(client, org, s.meter),
+            ..*s
+        };
+        let mut out = Map::new();
+        after.describe(Some(role), &mut out);
+        out.remove("type");
+        limits.insert(s.feature_key.to_string(), Value::Object(out));
+    }
+    limits
+}
+
+/// Records one event (all checks passed) and answers for it.
+fn answer(
+    client: &mut SpiClient<'_>,
+    r: &Request,
+    id: Uuid,
+    role: Role,
+    statuses: &[LimitStatus],
+    over_limit: bool,
+) -> Value {
+    let mut out = Map::new();
+    out.insert("recorded".into(), json!(true));
+    out.insert("duplicate".into(), json!(false));
+    out.insert("event_id".into(), json!(id.to_string()));
+    out.insert("organization_id".into(), json!(r.org.to_string()));
+    out.insert("event_type".into(), json!(r.event_type));
+    out.insert("quantity".into(), crate::entitlements::number(r.quantity_f));
+    out.insert("over_limit".into(), json!(over_limit));
+    out.insert(
+        "limits".into(),
+        Value::Object(limits_answer(client, statuses, r.org, role)),
+    );
+    let answer = Value::Object(out);
+    if let Some(key) = &r.key {
+        spi::run(
+            client,
+            &KEEP_RESULT,
+            &[r.org.into(), key.as_str().into(), answer.to_string().into()],
+            "keeping the result",
+        );
+    }
+    answer
+}
+
+fn caller(client: &SpiClient<'_>) -> Caller {
+    let uid = auth_context::current_uid(client);
+    let service = auth_context::caller_is_service_role();
+    if uid.is_none() && !service {
+        errors::insufficient_privilege("record_usage: not authenticated");
+    }
+    Caller { uid, service }
+}
+
+/// The user an event is recorded for: the member themself; the service role names one (or
+/// the user of its JWT, if any).
+fn user_for(r: &Request, caller: &Caller) -> Result<Option<Uuid>, Refusal> {
+    match (caller.service, r.user_id) {
+        (true, Some(user)) => Ok(Some(user)),
+        (true, None) => Ok(caller.uid),
+        (false, Some(user)) if Some(user) != caller.uid => Err(Refusal::new(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "a member records usage for themself only",
+        )),
+        (false, _) => Ok(caller.uid),
+    }
+}
+
+/// Records `quantity` of `event_type` in `org_id` for the caller, if their role, the limits it
+/// counts against and its idempotency key allow, atomically. Over a hard limit it refuses with
+/// 54000; a repeated key returns the first call's result and records nothing. Answers what
+/// `check_feature_access` would say afterwards for each limit the event counts against.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+#[allow(clippy::too_many_arguments)]
+fn record_usage(
+    org_id: Option<Uuid>,
+    event_type: Option<&str>,
+    quantity: default!(Option<AnyNumeric>, 1),
+    idempotency_key: default!(Option<&str>, "NULL"),
+    occurred_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+    metadata: default!(Option<RawJsonb>, "'{}'"),
+    user_id: default!(Option<Uuid>, "NULL"),
+) -> RawJsonb {
+    let org = errors::required(org_id, "org_id");
+    let event_type = errors::required(event_type, "event_type");
+    let quantity = errors::required(quantity, "quantity");
+    Spi::connect_mut(|client| {
+        let caller = caller(client);
+        check_shape(event_type, idempotency_key).unwrap_or_else(|r| r.raise());
+        let quantity_f = check_quantity(&quantity, &caller).unwrap_or_else(|r| r.raise());
+        let request = Request {
+            org,
+            event_type: event_type.to_string(),
+            quantity: quantity.to_string(),
+            quantity_f,
+            key: idempotency_key.map(str::to_string),
+            occurred_at,
+            metadata,
+            user_id,
+        };
+        let (role, plan) = authorize(client, org, &caller).unwrap_or_else(|r| r.raise());
+        let user = user_for(&request, &caller).unwrap_or_else(|r| r.raise());
+        check_occurred_at(client, occurred_at, &caller).unwrap_or_else(|r| r.raise());
+        let id = Uuid::from_bytes(*uuid::Uuid::new_v4().as_bytes());
+        if let Some(key) = &request.key {
+            if let Some(first) = claim_key(client, org, key, id) {
+                return first;
+            }
+        }
+        let catalog = plan_catalog::get(client);
+        let statuses = limits_now(client, &catalog, &plan, org, event_type);
+        let new_user = counts_a_new_user(client, &statuses, org, event_type, user);
+        let over_limit =
+            refuse_over_limit(&statuses, quantity_f, new_user).unwrap_or_else(|r| r.raise());
+        let mut accepted = Accepted::default();
+        accepted.push(id, &request, user, over_limit);
+        accepted.write(client);
+        let answer = answer(client, &request, id, role, &statuses, over_limit);
+        json_result(client, &answer)
+    })
+}
+
+static AS_JSONB: Statement = Statement::read("SELECT $1::jsonb", &[types::TEXT]);
+
+/// An answer of ours as jsonb, parsed by PostgreSQL.
+fn json_result(client: &SpiClient<'_>, answer: &Value) -> RawJsonb {
+    spi::one::<RawJsonb>(client, &AS_JSONB, &[answer.to_string().into()], "answering")
+        .unwrap_or_else(|| errors::internal("answering", "NULL jsonb"))
+}
+
+static BATCH_ELEMENTS: Statement = Statement::read(
+    "SELECT x.n::int, jsonb_typeof(x.e), x.e ->> 'org_id', x.e ->> 'event_type', x.e ->> 'quantity',
+            x.e ->> 'idempotency_key', x.e ->> 'occurred_at', x.e -> 'metadata', x.e ->> 'user_id'
+     FROM jsonb_array_elements($1) WITH ORDINALITY AS x (e, n)
+     ORDER BY x.n",
+    &[types::JSONB],
+);
+
+static AS_TIMESTAMPTZ: Statement = Statement::read("SELECT $1::timestamptz", &[types::TEXT]);
+
+struct Element {
+    kind: Option<String>,
+    org: Option<String>,
+    event_type: Option<String>,
+    quantity: Option<String>,
+    key: Option<String>,
+    occurred_at: Option<String>,
+    metadata: Option<RawJsonb>,
+    user_id: Option<String>,
+}
+
+/// An element of the batch as a request, or what is wrong with it.
+fn request_from(
+    client: &SpiClient<'_>,
+    index: usize,
+    e: Element,
+    caller: &Caller,
+) -> Result<Request, Refusal> {
+    let bad = |field: &str, rule: &str| {
+        Refusal::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("events[{index}].{field}: {rule}"),
+        )
+    };
+    if e.kind.as_deref() != Some("object") {
+        return Err(Refusal::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("events[{index}] must be an object"),
+        ));
+    }
+    let org = e
+        .org
+        .as_deref()
+        .and_then(|s| uuid::Uuid::parse_str(s).ok())
+        .map(|u| Uuid::from_bytes(*u.as_bytes()))
+        .ok_or_else(|| bad("org_id", "a uuid is required"))?;
+    let user_id = match e.user_id.as_deref() {
+        None => None,
+        Some(s) => Some(
+            uuid::Uuid::parse_str(s)
+                .map(|u| Uuid::from_bytes(*u.as_bytes()))
+                .map_err(|_| bad("user_id", "must be a uuid"))?,
+        ),
+    };
+    let event_type = e
+        .event_type
+        .ok_or_else(|| bad("event_type", "is required"))?;
+    check_shape(&event_type, e.key.as_deref())?;
+    let quantity_text = e.quantity.unwrap_or_else(|| "1".into());
+    let numeric = AnyNumeric::try_from(quantity_text.as_str())
+        .map_err(|_| bad("quantity", "must be a number"))?;
+    let quantity_f = check_quantity(&numeric, caller)?;
+    let occurred_at = match e.occurred_at.as_deref() {
+        None => None,
+        Some(text) if iso_timestamp(text) => spi::one::<TimestampWithTimeZone>(
+            client,
+            &AS_TIMESTAMPTZ,
+            &[text.into()],
+            "reading occurred_at",
+        ),
+        Some(_) => return Err(bad("occurred_at", "must be an ISO 8601 timestamp")),
+    };
+    if e.metadata.is_some() && !metadata_is_object(client, e.metadata) {
+        return Err(bad("metadata", "must be a JSON object"));
+    }
+    Ok(Request {
+        org,
+        event_type,
+        quantity: numeric.to_string(),
+        quantity_f,
+        key: e.key,
+        occurred_at,
+        metadata: e.metadata,
+        user_id,
+    })
+}
+
+static IS_OBJECT: Statement =
+    Statement::read("SELECT jsonb_typeof($1) = 'object'", &[types::JSONB]);
+
+fn metadata_is_object(client: &SpiClient<'_>, metadata: Option<RawJsonb>) -> bool {
+    spi::one::<bool>(client, &IS_OBJECT, &[metadata.into()], "reading metadata").unwrap_or(false)
+}
+
+/// `YYYY-MM-DD`, optionally `THH:MM[:SS[.fff]]` and a zone (`Z` or `±HH[:MM]`).
+fn iso_timestamp(text: &str) -> bool {
+    let b = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| {
+        b.get(range.clone())
+            .is_some_and(|s| s.iter().all(u8::is_ascii_digit))
+    };
+    if b.len() < 10
+        || !digits(0..4)
+        || b[4] != b'-'
+        || !digits(5..7)
+        || b[7] != b'-'
+        || !digits(8..10)
+    {
+        return false;
+    }
+    b[10..]
+        .iter()
+        .all(|c| c.is_ascii_digit() || b"T :.+-Z".contains(c))
+}
+
+/// Records a batch of events in one call: `[{"org_id": …, "event_type": …, "quantity": …,
+/// "idempotency_key": …, "occurred_at": …, "metadata": {…}, "user_id": …}, …]`, at most 1,000.
+/// Each event gets the checks `record_usage` makes, with the same guarantees under
+/// concurrency; the answer lists, in order, each event's result or refusal (with its SQLSTATE).
+/// Events of the batch that fail a check are left out; the others are recorded.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn record_usage_batch(events: Option<RawJsonb>) -> RawJsonb {
+    let events = errors::required(events, "events");
+    Spi::connect_mut(|client| {
+        let caller = caller(client);
+        let what = "reading the batch";
+        let is_array =
+            spi::one::<bool>(client, &IS_ARRAY, &[Some(events).into()], what).unwrap_or(false);
+        if !is_array {
+            errors::invalid_parameter("record_usage_batch: events must be a JSON array");
+        }
+        let elements: Vec<Element> = client
+            .select(
+                BATCH_ELEMENTS.prepared(client),
+                None,
+                &[Some(events).into()],
+            )
+            .or_fail(what)
+            .map(|r| Element {
+                kind: r.get(2).or_fail(what),
+                org: r.get(3).or_fail(what),
+                event_type: r.get(4).or_fail(what),
+                quantity: r.get(5).or_fail(what),
+                key: r.get(6).or_fail(what),
+                occurred_at: r.get(7).or_fail(what),
+                metadata: r.get(8).or_fail(what),
+                user_id: r.get(9).or_fail(what),
+            })
+            .collect();
+        if elements.len() > MAX_BATCH {
+            errors::invalid_parameter(format!(
+                "record_usage_batch: at most {MAX_BATCH} events per call"
+            ));
+        }
+        let catalog = plan_catalog::get(client);
+        let mut roles: HashMap<Uuid, Result<(Role, String), String>> = HashMap::new();
+        // Per (organization, event type): the limits with the usage counted so far.
+        let mut meters: HashMap<(Uuid, String), Vec<LimitStatus>> = HashMap::new();
+        let mut accepted = Accepted::default();
+        let mut results: Vec<Value> = Vec::with_capacity(elements.len());
+        let mut answered: Vec<(usize, Request, Uuid, Role, bool)> = Vec::new();
+        for (index, element) in elements.into_iter().enumerate() {
+            let outcome = (|| -> Result<Option<Value>, Refusal> {
+                let r = request_from(client, index, element, &caller)?;
+                let (role, plan) = match roles
+                    .entry(r.org)
+                    .or_insert_with(|| authorize(client, r.org, &caller).map_err(|e| e.message))
+                {
+                    Ok(found) => found.clone(),
+                    Err(message) => {
+                        return Err(Refusal::new(
+                            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                            message.clone(),
+                        ))
+                    }
+                };
+                let user = user_for(&r, &caller)?;
+                check_occurred_at(client, r.occurred_at, &caller)?;
+                let id = Uuid::from_bytes(*uuid::Uuid::new_v4().as_bytes());
+                if let Some(key) = &r.key {
+                    // A key seen earlier in this batch conflicts with its own claim.
+                    if let Some(first) = claim_key(client, r.org, key, id) {
+                        return Ok(Some(jsonb_value(client, first)));
+                    }
+                }
+                let statuses = meters
+                    .entry((r.org, r.event_type.clone()))
+                    .or_insert_with(|| limits_now(client, &catalog, &plan, r.org, &r.event_type));
+                let new_user = counts_a_new_user(client, statuses, r.org, &r.event_type, user)
+                    && !accepted
+                        .orgs
+                        .iter()
+                        .zip(&accepted.users)
+                        .zip(&accepted.types)
+                        .any(|((o, u), t)| *o == r.org && *u == user && *t == r.event_type);
+                let over_limit = match refuse_over_limit(statuses, r.quantity_f, new_user) {
+                    Ok(over) => over,
+                    Err(refusal) => {
+                        if let Some(key) = &r.key {
+                            release_key(client, r.org, key);
+                        }
+                        return Err(refusal);
+                    }
+                };
+                for s in statuses.iter_mut() {
+                    s.usage += increase(s, r.quantity_f, new_user);
+                }
+                accepted.push(id, &r, user, over_limit);
+                answered.push((index, r, id, role, over_limit));
+                Ok(None)
+            })();
+            results.push(match outcome {
+                Ok(Some(duplicate)) => duplicate,
+                Ok(None) => Value::Null,
+                Err(refusal) => json!({
+                    "recorded": false,
+                    "error": {"sqlstate": refusal.sqlstate(), "message": refusal.message},
+                }),
+            });
+        }
+        accepted.write(client);
+        for (index, r, id, role, over_limit) in answered {
+            let statuses = &meters[&(r.org, r.event_type.clone())];
+            results[index] = answer(client, &r, id, role, statuses, over_limit);
+        }
+        json_result(client, &Value::Array(results))
+    })
+}
+
+static IS_ARRAY: Statement = Statement::read("SELECT jsonb_typeof($1) = 'array'", &[types::JSONB]);
+
+static RELEASE_KEY: Statement = Statement::write(
+    "DELETE FROM usage_idempotency_keys WHERE organization_id = $1 AND idempotency_key = $2",
+    &[types::UUID, types::TEXT],
+);
+
+/// A refused event of a batch gives its key back: a retry may succeed later.
+fn release_key(client: &mut SpiClient<'_>, org: Uuid, key: &str) {
+    spi::run(
+        client,
+        &RELEASE_KEY,
+        &[org.into(), key.into()],
+        "releasing the idempotency key",
+    );
+}
+
+static AS_TEXT: Statement = Statement::read("SELECT $1::text", &[types::JSONB]);
+
+/// A stored answer (our own JSON) back as a value, to place in the batch's answer.
+fn jsonb_value(client: &SpiClient<'_>, value: RawJsonb) -> Value {
+    spi::one::<String>(
+        client,
+        &AS_TEXT,
+        &[Some(value).into()],
+        "reading a stored answer",
+    )
+    .and_then(|text| serde_json::from_str(&text).ok())
+    .unwrap_or(Value::Null)
+}
+
+/// True when the current role writes usage on trust (the service role, the table's owner, a
+/// superuser): direct INSERTs by anyone else meet the members' limits.
+#[pg_extern(stable, parallel_safe)]
+fn usage_writer_is_trusted() -> bool {
+    auth_context::current_role_is_service_role()
+}
+
+static EVENT_PLAN: Statement = Statement::read(
+    "SELECT coalesce(plan_in_effect(s.plan, s.status), 'free')
+     FROM (SELECT) AS one LEFT JOIN org_subscriptions s ON s.organization_id = $1",
+    &[types::UUID],
+);
+
+static FLAG_OVERAGE: Statement = Statement::write(
+    "UPDATE usage_events SET over_limit = true WHERE id = $1 AND occurred_at = $2",
+    &[types::UUID, types::TIMESTAMPTZ],
+);
+
+/// `enforce_member_usage_limits`: AFTER INSERT ON usage_events FOR EACH ROW, for writers that
+/// are not trusted (members inserting directly). The row is already counted: beyond a hard
+/// limit the statement fails with 54000; beyond a soft one the row is flagged as overage.
+#[pg_trigger]
+fn enforce_member_usage_limits<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, pgrx::datum::TryFromDatumError> {
+    let Some(new) = trigger.new() else {
+        errors::invalid_parameter(
+            "enforce_member_usage_limits() must be a row-level INSERT trigger",
+        )
+    };
+    if crate::backup::restore_in_progress() {
+        return Ok(None);
+    }
+    let org: Uuid = errors::required(new.get_by_name("organization_id")?, "organization_id");
+    let event_type: String = errors::required(new.get_by_name("event_type")?, "event_type");
+    let id: Uuid = errors::required(new.get_by_name("id")?, "id");
+    let occurred_at: TimestampWithTimeZone =
+        errors::required(new.get_by_name("occurred_at")?, "occurred_at");
+    Spi::connect_mut(|client| {
+        let catalog = plan_catalog::get(client);
+        if catalog.limits_counting(&event_type).is_empty() {
+            return;
+        }
+        let plan = spi::one::<String>(client, &EVENT_PLAN, &[org.into()], "reading the plan")
+            .unwrap_or_else(|| "free".into());
+        let statuses = limits_now(client, &catalog, &plan, org, &event_type);
+        // The row is in the usage already: a hard limit must still hold with it.
+        let mut over_soft = false;
+        for s in &statuses {
+            let refusal = match (s.limit, s.enforcement) {
+                (Limit::NotGranted, _) => Some(format!("{}: the plan grants none", s.feature_key)),
+                (Limit::Capped(n), Enforcement::Hard) if s.usage > n as f64 => Some(format!(
+                    "{}: the limit of {n} is reached (usage with this event {})",
+                    s.feature_key,
+                    crate::entitlements::number(s.usage)
+                )),
+                (Limit::Capped(n), Enforcement::Soft) => {
+                    over_soft |= s.usage > n as f64;
+                    None
+                }
+                _ => None,
+            };
+            if let Some(message) = refusal {
+                Refusal {
+                    code: PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                    message,
+                    hint: Some("Upgrade the plan, or wait until the limit's window resets."),
+                }
+                .raise();
+            }
+        }
+        if over_soft {
+            spi::run(
+                client,
+                &FLAG_OVERAGE,
+                &[id.into(), occurred_at.into()],
+                "flagging overage",
+            );
+        }
+    });
+    Ok(None)
+}
