@@ -1,0 +1,1 @@
+SELECT count(*), sum(quantity) FROM usage_events;

@@ -1,0 +1,1 @@
+SELECT count(*), sum(total_quantity) FROM usage_aggregations;

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Metering benchmark (issue 6): usage ingestion, record_usage, aggregate_usage, check_feature_access
+# and RLS reads, each against a baseline measured in the same run, in a throwaway cluster.
+# Prints a table of figures and ratios. A benchmark, not a test: it asserts nothing about speed.
+#
+#   bash scripts/bench_metering.sh                      # release build, full run (~25 minutes)
+#   SKIP_INSTALL=1 QUICK=1 bash scripts/bench_metering.sh   # installed build, short runs
+#
+# Settings (environment): SECONDS_PER_RUN (10), CLIENTS ("1 4 16"), ORGS (1000),
+# BIG_EVENTS (10000000: the size check_feature_access is measured at), ROUNDS (2).
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+DB=saas_core_bench_metering
+T=${SECONDS_PER_RUN:-10}
+CLIENTS=${CLIENTS:-"1 4 16"}
+ORGS=${ORGS:-1000}
+BIG=${BIG_EVENTS:-10000000}
+ROUNDS=${ROUNDS:-2}
+if [ "${QUICK:-0}" = "1" ]; then T=3; BIG=1000000; ROUNDS=1; fi
+PGB="$ROOT/bench/metering/pgbench"
+OUT="${TMPDIR:-/tmp}/saas_core_bench_metering"
+
+setup_toolchain
+[ "${SKIP_INSTALL:-0}" = "1" ] || install_extension --release
+start_cluster "$OUT" 55451
+# Checkpoints only between runs (CHECKPOINT before each), so they do not land inside one.
+psql_q -d postgres -c "ALTER SYSTEM SET max_wal_size = '20GB'" -c "ALTER SYSTEM SET checkpoint_timeout = '1h'" \
+  -c "ALTER SYSTEM SET shared_buffers = '2GB'" -c "ALTER SYSTEM SET jit = off"
+as_postgres "$PG_BIN/pg_ctl" -D "$OUT/data" -l "$OUT/server.log" -w -o "-p $CLUSTER_PORT -k $OUT -c listen_addresses=''" restart >/dev/null
+psql_q -d postgres -c "CREATE DATABASE $DB"
+psql_q -d "$DB" -c "CREATE EXTENSION saas_core"
+psql_q -d "$DB" -v orgs="$ORGS" -f "$ROOT/bench/metering/setup.sql"
+cp -r "$PGB" "$OUT/pgbench"; chown -R postgres "$OUT/pgbench"
+
+RESULTS="$OUT/results.tsv"; : > "$RESULTS"
+sql() { "$PG_BIN/psql" -X -q -At -d "$DB" -c "$1"; }
+record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >> "$RESULTS"; printf '  %-58s %-26s %s\n' "$1" "$2" "$3"; }
+
+# tps SCRIPT CLIENTS ORGS [ROLE]: transactions per second of one pgbench run
+tps() {
+  local script="$1" c="$2" orgs="$3" role="${4:-service_role}"
+  sql "CHECKPOINT" >/dev/null
+  PGOPTIONS="-c role=$role ${PGB_OPTIONS:-}" "$PG_BIN/pgbench" -n -M prepared -c "$c" -j "$(( c < 4 ? c : 4 ))" -T "$T" \
+    -D orgs="$orgs" -f "$OUT/pgbench/$script" -d "$DB" 2>&1 \
+    | awk '/^tps = / {print int($3)}'
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : int((a[NR/2] + a[NR/2+1]) / 2)}'; }
+
+# measure NAME SCRIPT CLIENTS ORGS [ROLE]: median tps over ROUNDS
+measure() {
+  local name="$1" script="$2" c="$3" orgs="$4" role="${5:-service_role}" r vals=()
+  for r in $(seq "$ROUNDS"); do vals+=("$(tps "$script" "$c" "$orgs" "$role")"); done
+  printf '%s\n' "${vals[@]}" | median
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+
+log "1. single-row ingestion, one INSERT per transaction (tps), as service_role"
+for scenario in hot spread; do
+  orgs=1; [ "$scenario" = spread ] && orgs=$ORGS
+  for c in $CLIENTS; do
+    bare=$(measure bare insert_bare.sql "$c" "$orgs")
+    cons=$(measure constrained insert_constrained.sql "$c" "$orgs")
+    saas=$(measure saas insert_saas_core.sql "$c" "$orgs")
+    keyed=$(measure keyed insert_constrained_keyed.sql "$c" "$orgs")
+    rec=$(measure record record_usage.sql "$c" "$orgs")
+    record "ingest $scenario c=$c: bare copy" "$bare tps" ""
+    record "ingest $scenario c=$c: constrained copy" "$cons tps" ""
+    record "ingest $scenario c=$c: usage_events" "$saas tps" "$(ratio "$saas" "$cons")x constrained, $(ratio "$saas" "$bare")x bare"
+    record "ingest $scenario c=$c: record_usage (hard limit, key)" "$rec tps" "$(ratio "$rec" "$keyed")x constrained+key, $(ratio "$rec" "$bare")x bare"
+  done
+done
+
+log "2. batches: INSERT … SELECT of 10,000 rows, and COPY of 1,000,000 rows (seconds, median of 3)"
+for target in bench_metering.bare bench_metering.constrained usage_events; do
+  secs=$(for i in 1 2 3; do sql "SELECT bench_metering.time_batch('$target', 10000, $ORGS)"; done | sort -n | sed -n 2p)
+  record "batch 10k INSERT…SELECT: $target" "${secs}s" ""
+done
+sql "COPY (SELECT bench_metering.org_id(1 + g % $ORGS), bench_metering.user_id(1 + g % $ORGS), 'api_call', 1
+           FROM generate_series(1, 1000000) g) TO '$OUT/events_1m.csv'"
+for target in bench_metering.bare bench_metering.constrained usage_events; do
+  sql "CHECKPOINT" >/dev/null
+  secs=$(sql "SELECT bench_metering.time_copy('$target', '$OUT/events_1m.csv')")
+  record "COPY 1M: $target" "${secs}s" ""
+done
+
+log "3. aggregate_usage(): folding what was written vs the hand-written INSERT … SELECT … GROUP BY … ON CONFLICT"
+# Everything so far is unfolded in usage_events; the constrained copy holds about as many rows.
+# The two hold different numbers of events: compared per million events.
+n_fold=$(sql "SELECT count(*) FROM usage_events WHERE seq > (SELECT folded_through FROM usage_rollup_state)")
+n_hand=$(sql "SELECT count(*) FROM bench_metering.constrained")
+sql "CHECKPOINT" >/dev/null
+fold=$(sql "SELECT extract(epoch FROM clock_timestamp() - t0) FROM (SELECT clock_timestamp() AS t0) s, LATERAL (SELECT aggregate_usage()) f")
+sql "CHECKPOINT" >/dev/null
+hand=$(sql "SELECT extract(epoch FROM clock_timestamp() - t0) FROM (SELECT clock_timestamp() AS t0) s, LATERAL (SELECT bench_metering.hand_rollup('-infinity')) f")
+fold_m=$(awk -v s="$fold" -v n="$n_fold" 'BEGIN {printf "%.2f", s * 1e6 / n}')
+hand_m=$(awk -v s="$hand" -v n="$n_hand" 'BEGIN {printf "%.2f", s * 1e6 / n}')
+record "fold everything ($n_fold events): aggregate_usage()" "${fold_m}s per 1M events" "$(ratio "$fold_m" "$hand_m")x hand SQL"
+record "fold everything ($n_hand events): hand INSERT…SELECT…GROUP BY…ON CONFLICT" "${hand_m}s per 1M events" ""
+# Incremental: 10,000 new events on top of everything folded.
+sql "SELECT bench_metering.time_batch('usage_events', 10000, $ORGS)" >/dev/null
+since=$(sql "SELECT now()")
+sql "SELECT bench_metering.time_batch('bench_metering.constrained', 10000, $ORGS)" >/dev/null
+fold=$(sql "SELECT extract(epoch FROM clock_timestamp() - t0) FROM (SELECT clock_timestamp() AS t0) s, LATERAL (SELECT aggregate_usage()) f")
+hand=$(sql "SELECT extract(epoch FROM clock_timestamp() - t0) FROM (SELECT clock_timestamp() AS t0) s, LATERAL (SELECT bench_metering.hand_rollup('$since')) f")
+record "fold 10k new events (log of $(sql "SELECT count(*) FROM usage_events")): aggregate_usage()" "${fold}s" "$(ratio "$fold" "$hand")x hand SQL"
+record "fold 10k new events: hand SQL over the same window" "${hand}s" ""
+
+log "4. insert latency while aggregate_usage recomputes this month (4 writers)"
+latency() {  # latency LABEL: p99 and max (ms) of a 4-client run of single inserts
+  rm -f "$OUT"/pgbench_log.*
+  (cd "$OUT" && PGOPTIONS="-c role=service_role" "$PG_BIN/pgbench" -n -M prepared -c 4 -j 4 -T $((T * 2)) -D orgs="$ORGS" \
+     -f "$OUT/pgbench/insert_saas_core.sql" -l -d "$DB" >/dev/null 2>&1)
+  cat "$OUT"/pgbench_log.* | awk '{print $3 / 1000.0}' | sort -n \
+    | awk '{a[NR]=$1} END {printf "p99 %.1f ms, max %.1f ms, %d inserts", a[int(NR*0.99)], a[NR], NR}'
+}
+record "inserts, nothing else running" "$(latency quiet)" ""
+( sleep 2; sql "SELECT aggregate_usage('monthly', now(), now() + interval '1 second')" > "$OUT/recompute_1" ;
+  sql "SELECT aggregate_usage('monthly', now(), now() + interval '1 second')" > "$OUT/recompute_2"; sql "SELECT aggregate_usage()" >/dev/null ) &
+recompute_pid=$!
+during=$(latency recompute)
+wait $recompute_pid
+record "inserts while this month is recomputed twice, then folded" "$during" "recompute wrote $(cat "$OUT/recompute_1") rows"
+
+log "5. check_feature_access vs the bare prepared query reading the same rows (tps, service_role)"
+cfa_round() {  # cfa_round LABEL
+  for c in $CLIENTS; do
+    cfa=$(measure cfa check_feature_access.sql "$c" "$ORGS")
+    bare=$(measure bareq check_bare_query.sql "$c" "$ORGS")
+    record "check_feature_access c=$c @ $1" "$cfa tps" "$(ratio "$cfa" "$bare")x bare query ($bare tps)"
+  done
+}
+sql "SELECT aggregate_usage()" >/dev/null
+cfa_round "$(sql "SELECT count(*) FROM usage_events") events"
+
+log "6. RLS-only reads vs explicitly filtered reads (tps, 1 client)"
+# Organization 2's owner: its events came from the spread runs, the batches and the COPY.
+member="$(sql "SELECT bench_metering.user_id(2)")"
+rls_ev=$(PGB_OPTIONS="-c request.jwt.claim.sub=$member" measure rls rls_events.sql 1 1 authenticated)
+flt_ev=$(measure flt filtered_events.sql 1 1 postgres)
+rls_ro=$(PGB_OPTIONS="-c request.jwt.claim.sub=$member" measure rls rls_rollups.sql 1 1 authenticated)
+flt_ro=$(measure flt filtered_rollups.sql 1 1 postgres)
+n_ev=$(sql "SELECT count(*) FROM usage_events")
+record "member SELECT … FROM usage_events (RLS only) @ $n_ev" "$rls_ev tps" "$(ratio "$flt_ev" "$rls_ev")x the filtered read's time"
+record "superuser SELECT … WHERE organization_id = … @ $n_ev" "$flt_ev tps" ""
+record "member SELECT … FROM usage_aggregations (RLS only)" "$rls_ro tps" "$(ratio "$flt_ro" "$rls_ro")x the filtered read's time"
+record "superuser SELECT … FROM usage_aggregations WHERE organization_id = …" "$flt_ro tps" ""
+
+log "7. check_feature_access at $BIG events"
+have=$(sql "SELECT count(*) FROM usage_events")
+while [ "$have" -lt "$BIG" ]; do
+  sql "COPY usage_events (organization_id, user_id, event_type, quantity) FROM '$OUT/events_1m.csv'"
+  have=$((have + 1000000))
+done
+sql "SELECT aggregate_usage()" >/dev/null
+sql "VACUUM ANALYZE" >/dev/null
+# A tail of unfolded events, as between two scheduled folds.
+sql "SELECT bench_metering.time_batch('usage_events', 10000, $ORGS)" >/dev/null
+cfa_round "$(sql "SELECT count(*) FROM usage_events") events"
+
+log "results ($RESULTS)"
+column -t -s $'\t' "$RESULTS"
