@@ -87,10 +87,11 @@ CREATE TRIGGER deduplicate_usage_event
     FOR EACH ROW WHEN (NEW.idempotency_key IS NOT NULL)
     EXECUTE FUNCTION @extschema@.deduplicate_usage_event();
 
--- Members inserting directly meet the limits record_usage enforces. Trusted writers (the
--- service role, the owner, record_usage itself) skip it: their inserts stay plain inserts.
+-- Members inserting directly meet the limits record_usage enforces, before the row is
+-- written (past a soft limit it is stored as overage). Trusted writers (the service role, the
+-- owner, record_usage itself) skip it: their inserts stay plain inserts.
 CREATE TRIGGER enforce_member_usage_limits
-    AFTER INSERT ON @extschema@.usage_events
+    BEFORE INSERT ON @extschema@.usage_events
     FOR EACH ROW WHEN (NOT @extschema@.usage_writer_is_trusted())
     EXECUTE FUNCTION @extschema@.enforce_member_usage_limits();
 

@@ -201,6 +201,11 @@ SET search_path TO pg_catalog, @extschema@, pg_temp
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'record_usage_batch_wrapper';
 
+CREATE FUNCTION @extschema@."usage_writer"() RETURNS INT
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'usage_writer_wrapper';
+
 CREATE FUNCTION @extschema@."usage_writer_is_trusted"() RETURNS bool
 STRICT STABLE PARALLEL SAFE
 LANGUAGE c
@@ -450,9 +455,6 @@ CREATE TABLE @extschema@.usage_settings (
     -- How many months of partitions create_usage_partitions() keeps ahead of now.
     partitions_ahead           integer NOT NULL DEFAULT 3
                                CONSTRAINT usage_settings_partitions_ahead_check CHECK (partitions_ahead BETWEEN 1 AND 24),
-    -- How long aggregate_usage() waits for transactions still writing older events.
-    fold_wait                  interval NOT NULL DEFAULT interval '5 seconds'
-                               CONSTRAINT usage_settings_fold_wait_check CHECK (fold_wait BETWEEN interval '0' AND interval '5 minutes'),
     updated_at                 timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT usage_settings_retention_check
         CHECK (event_retention IS NULL OR event_retention >= late_event_window + interval '1 month'),
@@ -463,16 +465,6 @@ INSERT INTO @extschema@.usage_settings DEFAULT VALUES;
 COMMENT ON TABLE @extschema@.usage_settings IS
     'Metering configuration (one row): late-event window, retention of raw events and idempotency keys, partitions kept ahead.';
 
-CREATE SEQUENCE @extschema@.usage_event_seq AS bigint;
-
-CREATE FUNCTION @extschema@.usage_next_event_seq()
-RETURNS bigint
-LANGUAGE sql VOLATILE
-AS $$
-    SELECT CASE WHEN pg_catalog.pg_current_xact_id() IS NOT NULL
-                THEN pg_catalog.nextval('@extschema@.usage_event_seq'::pg_catalog.regclass) END
-$$;
-
 CREATE TRIGGER replace_seeded_rows
     BEFORE INSERT ON @extschema@.usage_settings
     FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.replace_seeded_rows();
@@ -480,8 +472,8 @@ CREATE TRIGGER update_usage_settings_updated_at
     BEFORE UPDATE ON @extschema@.usage_settings
     FOR EACH ROW EXECUTE FUNCTION @extschema@.update_updated_at_column();
 
--- 0.1.0's events move into the partitioned log. Their rollups were kept live by 0.1.0, so
--- every one of them is folded: usage_rollup_state starts after the last.
+-- 0.1.0's events move into the partitioned log. Their rollups were kept live by 0.1.0: they
+-- stay as they are, and the events are moved before the counting trigger exists.
 DROP TRIGGER rollup_usage_events ON @extschema@.usage_events;
 DROP FUNCTION @extschema@.rollup_usage_events();
 -- The one global advisory lock key any role could hold to stall every tenant's writes.
@@ -513,26 +505,22 @@ CREATE TABLE @extschema@.usage_events (
     -- than the event itself.
     idempotency_key  text CONSTRAINT usage_events_idempotency_key_check CHECK (char_length(idempotency_key) BETWEEN 1 AND 255),
     -- Recorded beyond a soft limit (overage, for usage-based billing).
-    over_limit       boolean NOT NULL DEFAULT false,
-    seq              bigint NOT NULL DEFAULT @extschema@.usage_next_event_seq()
+    over_limit       boolean NOT NULL DEFAULT false
 ) PARTITION BY RANGE (occurred_at);
 
 COMMENT ON TABLE @extschema@.usage_events IS
     'Raw usage events, partitioned by month of occurred_at. Record with record_usage() (limits, idempotency) or INSERT.';
-COMMENT ON COLUMN @extschema@.usage_events.seq IS
-    'Write order. Events with seq <= usage_rollup_state.folded_through are in usage_aggregations; the rest are read live.';
 
 -- Keys and indexes live on each partition (create_usage_partition), not on this parent: a
 -- restore re-attaches the dumped partitions, and indexes inherited from the parent would be
 -- created twice.
 
 COMMENT ON TABLE @extschema@.usage_aggregations IS
-    'Daily and monthly rollups of the events aggregate_usage() has folded (seq <= usage_rollup_state.folded_through); check_feature_access adds the rest live.';
+    'Daily and monthly rollups. Recent counts wait in usage_counters until aggregate_usage() folds them in; check_feature_access reads both.';
 
--- How far the rollups go: every event with seq <= folded_through is in usage_aggregations.
+-- Rollup maintenance: held (FOR UPDATE) by aggregate_usage while it folds or recomputes.
 CREATE TABLE @extschema@.usage_rollup_state (
     id               boolean PRIMARY KEY DEFAULT true CONSTRAINT usage_rollup_state_singleton_check CHECK (id),
-    folded_through   bigint NOT NULL DEFAULT 0,
     folded_at        timestamptz,
     -- The oldest month whose raw events are kept (apply_usage_retention moves it forward).
     events_kept_since timestamptz
@@ -543,7 +531,7 @@ CREATE TRIGGER replace_seeded_rows
     FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.replace_seeded_rows();
 
 -- Who was active in a bucket (the distinct users behind usage_aggregations.unique_users), so
--- that folding more events counts each user once.
+-- that each user counts once per bucket, whoever writes their events.
 CREATE TABLE @extschema@.usage_active_users (
     organization_id  uuid NOT NULL REFERENCES @extschema@.organizations (id) ON DELETE CASCADE,
     event_type       text NOT NULL,
@@ -568,19 +556,86 @@ SELECT @extschema@.create_usage_partition(m)
 FROM (SELECT DISTINCT @extschema@.usage_bucket_start('monthly', e.created_at) AS m
       FROM @extschema@.usage_events_v0_1 e) months;
 SELECT @extschema@.create_usage_partitions();
--- In write order, so that seq follows it; 0.1.0's created_at was both times.
+-- 0.1.0's created_at was both times.
 INSERT INTO @extschema@.usage_events (id, organization_id, user_id, event_type, quantity, metadata, occurred_at, received_at)
 SELECT e.id, e.organization_id, e.user_id, e.event_type, e.quantity, e.metadata, e.created_at, e.created_at
 FROM @extschema@.usage_events_v0_1 e
 ORDER BY e.created_at, e.id;
 DROP TABLE @extschema@.usage_events_v0_1;
-UPDATE @extschema@.usage_rollup_state
-SET folded_through = (SELECT coalesce(max(e.seq), 0) FROM @extschema@.usage_events e), folded_at = now();
+UPDATE @extschema@.usage_rollup_state SET folded_at = now();
 INSERT INTO @extschema@.usage_active_users (organization_id, event_type, period, period_start, user_id)
 SELECT DISTINCT e.organization_id, e.event_type, p.period, @extschema@.usage_bucket_start(p.period, e.occurred_at), e.user_id
 FROM @extschema@.usage_events e CROSS JOIN (VALUES ('daily'), ('monthly')) AS p (period)
 WHERE e.user_id IS NOT NULL;
 
+-- Live counts. Every INSERT into usage_events adds its events to the counter rows of its
+-- buckets, in the same transaction, one row per writing backend ("writer"): concurrent writers
+-- of one organization never update the same row, so none waits for another's commit.
+-- aggregate_usage() folds these rows into usage_aggregations; readers add the two.
+CREATE TABLE @extschema@.usage_counters (
+    organization_id  uuid NOT NULL REFERENCES @extschema@.organizations (id) ON DELETE CASCADE,
+    event_type       text NOT NULL,
+    period           text NOT NULL CONSTRAINT usage_counters_period_check CHECK (period IN ('daily', 'monthly')),
+    period_start     timestamptz NOT NULL,
+    writer           integer NOT NULL,
+    total_quantity   numeric NOT NULL DEFAULT 0,
+    event_count      bigint NOT NULL DEFAULT 0,
+    unique_users     bigint NOT NULL DEFAULT 0,
+    CONSTRAINT usage_counters_pkey PRIMARY KEY (organization_id, event_type, period, period_start, writer)
+);
+
+COMMENT ON TABLE @extschema@.usage_counters IS
+    'Counts not folded into usage_aggregations yet, one row per bucket and writing backend.';
+
+-- Counts what an INSERT wrote: per bucket, the quantities, the events and the users new to
+-- the bucket (usage_active_users decides who is new, once, whoever writes concurrently).
+CREATE FUNCTION @extschema@.count_usage_events()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+BEGIN
+    IF @extschema@.restore_in_progress() THEN
+        RETURN NULL;
+    END IF;
+    WITH ev AS (
+        SELECT n.organization_id, n.event_type, n.user_id, n.quantity, p.period,
+               @extschema@.usage_bucket_start(p.period, n.occurred_at) AS period_start
+        FROM new_events n CROSS JOIN (VALUES ('daily'), ('monthly')) AS p (period)
+    ), new_users AS (
+        INSERT INTO @extschema@.usage_active_users (organization_id, event_type, period, period_start, user_id)
+        SELECT DISTINCT organization_id, event_type, period, period_start, user_id FROM ev
+        WHERE user_id IS NOT NULL
+        ON CONFLICT DO NOTHING
+        RETURNING organization_id, event_type, period, period_start
+    ), users_per_bucket AS (
+        SELECT organization_id, event_type, period, period_start, count(*) AS users
+        FROM new_users GROUP BY 1, 2, 3, 4
+    ), sums AS (
+        SELECT organization_id, event_type, period, period_start, sum(quantity) AS quantity, count(*) AS events
+        FROM ev GROUP BY 1, 2, 3, 4
+    )
+    INSERT INTO @extschema@.usage_counters AS c
+        (organization_id, event_type, period, period_start, writer, total_quantity, event_count, unique_users)
+    SELECT s.organization_id, s.event_type, s.period, s.period_start, @extschema@.usage_writer(),
+           s.quantity, s.events, coalesce(u.users, 0)
+    FROM sums s LEFT JOIN users_per_bucket u USING (organization_id, event_type, period, period_start)
+    ON CONFLICT (organization_id, event_type, period, period_start, writer) DO UPDATE
+        SET total_quantity = c.total_quantity + excluded.total_quantity,
+            event_count    = c.event_count + excluded.event_count,
+            unique_users   = c.unique_users + excluded.unique_users;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER count_usage_events
+    AFTER INSERT ON @extschema@.usage_events
+    REFERENCING NEW TABLE AS new_events
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.count_usage_events();
+
+-- Corrections: an UPDATE or DELETE of events takes their quantities out of (and back into)
+-- their buckets' counters at once, and marks the buckets for a distinct-user recount by the
+-- next aggregate_usage(). A restore loads counters as they were: nothing to correct then.
 CREATE FUNCTION @extschema@.apply_usage_corrections(
     organization_ids uuid[], event_types text[], occurred timestamptz[], quantities numeric[], events integer[])
 RETURNS void
@@ -590,26 +645,26 @@ AS $$
     WITH change AS (
         SELECT * FROM unnest(organization_ids, event_types, occurred, quantities, events)
                       AS c (organization_id, event_type, occurred_at, quantity, events)
-        -- An organization being deleted takes its rollups along.
+        -- An organization being deleted takes its counters along.
         WHERE EXISTS (SELECT 1 FROM @extschema@.organizations o WHERE o.id = c.organization_id)
     ), buckets AS (
         SELECT c.organization_id, c.event_type, p.period,
                @extschema@.usage_bucket_start(p.period, c.occurred_at) AS period_start,
-               @extschema@.usage_bucket_end(p.period, c.occurred_at) AS period_end,
                sum(c.quantity) AS quantity, sum(c.events) AS events
         FROM change c CROSS JOIN (VALUES ('daily'), ('monthly')) AS p (period)
-        GROUP BY 1, 2, 3, 4, 5
+        GROUP BY 1, 2, 3, 4
     ), dirty AS (
         INSERT INTO @extschema@.usage_dirty_buckets (organization_id, event_type, period, period_start)
         SELECT organization_id, event_type, period, period_start FROM buckets
         ON CONFLICT DO NOTHING
     )
-    INSERT INTO @extschema@.usage_aggregations AS a
-        (organization_id, event_type, period, period_start, period_end, total_quantity, event_count, unique_users)
-    SELECT organization_id, event_type, period, period_start, period_end, quantity, events, 0 FROM buckets
-    ON CONFLICT (organization_id, event_type, period, period_start) DO UPDATE
-        SET total_quantity = a.total_quantity + excluded.total_quantity,
-            event_count    = a.event_count + excluded.event_count
+    INSERT INTO @extschema@.usage_counters AS c
+        (organization_id, event_type, period, period_start, writer, total_quantity, event_count, unique_users)
+    SELECT organization_id, event_type, period, period_start, @extschema@.usage_writer(), quantity, events, 0
+    FROM buckets
+    ON CONFLICT (organization_id, event_type, period, period_start, writer) DO UPDATE
+        SET total_quantity = c.total_quantity + excluded.total_quantity,
+            event_count    = c.event_count + excluded.event_count
 $$;
 
 CREATE FUNCTION @extschema@.correct_usage_rollups()
@@ -617,26 +672,23 @@ RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, @extschema@, pg_temp
 AS $$
-DECLARE
-    folded bigint;
 BEGIN
     IF @extschema@.restore_in_progress() THEN
         RETURN NULL;
     END IF;
-    SELECT s.folded_through INTO folded FROM @extschema@.usage_rollup_state s FOR SHARE;
     IF TG_OP = 'UPDATE' THEN
         PERFORM @extschema@.apply_usage_corrections(array_agg(c.organization_id), array_agg(c.event_type),
                                                     array_agg(c.occurred_at), array_agg(c.quantity), array_agg(c.events))
         FROM (SELECT o.organization_id, o.event_type, o.occurred_at, -o.quantity AS quantity, -1 AS events
-              FROM old_events o WHERE o.seq <= folded
+              FROM old_events o
               UNION ALL
               SELECT n.organization_id, n.event_type, n.occurred_at, n.quantity, 1
-              FROM new_events n WHERE n.seq <= folded) c
+              FROM new_events n) c
         HAVING count(*) > 0;
     ELSE
         PERFORM @extschema@.apply_usage_corrections(array_agg(o.organization_id), array_agg(o.event_type),
                                                     array_agg(o.occurred_at), array_agg(-o.quantity), array_agg(-1))
-        FROM old_events o WHERE o.seq <= folded
+        FROM old_events o
         HAVING count(*) > 0;
     END IF;
     RETURN NULL;
@@ -655,17 +707,17 @@ CREATE TRIGGER correct_usage_rollups_on_delete
 -- Privileges: members read their organizations' usage and record for themselves (directly
 -- or through record_usage); everything else is the service role's.
 REVOKE ALL ON @extschema@.usage_events, @extschema@.usage_aggregations, @extschema@.usage_settings,
-              @extschema@.usage_rollup_state, @extschema@.usage_active_users, @extschema@.usage_dirty_buckets
+              @extschema@.usage_rollup_state, @extschema@.usage_active_users, @extschema@.usage_dirty_buckets,
+              @extschema@.usage_counters
     FROM PUBLIC, anon, authenticated, service_role;
-REVOKE ALL ON SEQUENCE @extschema@.usage_event_seq FROM PUBLIC, anon, authenticated, service_role;
 GRANT SELECT ON @extschema@.usage_events, @extschema@.usage_aggregations TO authenticated;
--- id, occurred_at, received_at and seq are not a member's to choose: events are stamped when recorded.
+-- id, occurred_at, received_at and over_limit are not a member's to choose: events are stamped when recorded.
 GRANT INSERT (organization_id, user_id, event_type, quantity, metadata, idempotency_key)
     ON @extschema@.usage_events TO authenticated;
-GRANT USAGE ON SEQUENCE @extschema@.usage_event_seq TO authenticated, service_role;
 GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.usage_events, @extschema@.usage_aggregations TO service_role;
 GRANT SELECT, UPDATE ON @extschema@.usage_settings TO service_role;
-GRANT SELECT ON @extschema@.usage_rollup_state, @extschema@.usage_active_users, @extschema@.usage_dirty_buckets
+GRANT SELECT ON @extschema@.usage_rollup_state, @extschema@.usage_active_users, @extschema@.usage_dirty_buckets,
+                @extschema@.usage_counters
     TO service_role;
 
 ALTER TABLE @extschema@.usage_events ENABLE ROW LEVEL SECURITY;
@@ -674,6 +726,7 @@ ALTER TABLE @extschema@.usage_settings ENABLE ROW LEVEL SECURITY;
 ALTER TABLE @extschema@.usage_rollup_state ENABLE ROW LEVEL SECURITY;
 ALTER TABLE @extschema@.usage_active_users ENABLE ROW LEVEL SECURITY;
 ALTER TABLE @extschema@.usage_dirty_buckets ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.usage_counters ENABLE ROW LEVEL SECURITY;
 
 -- "= ANY (ARRAY(...))", not "IN (SELECT ...)": the caller's organizations become one array
 -- the planner can use as an index condition, so a read that relies on RLS alone is as fast as
@@ -706,16 +759,18 @@ CREATE POLICY usage_active_users_service_role ON @extschema@.usage_active_users
     FOR SELECT TO service_role USING (true);
 CREATE POLICY usage_dirty_buckets_service_role ON @extschema@.usage_dirty_buckets
     FOR SELECT TO service_role USING (true);
+CREATE POLICY usage_counters_service_role ON @extschema@.usage_counters
+    FOR SELECT TO service_role USING (true);
 
 -- The partitions of usage_events are ordinary tables pg_dump dumps by itself.
-SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_event_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_settings', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_rollup_state', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_active_users', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_dirty_buckets', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_counters', '');
 
-REVOKE ALL ON FUNCTION @extschema@.usage_next_event_seq() FROM PUBLIC, anon, authenticated, service_role;
-GRANT EXECUTE ON FUNCTION @extschema@.usage_next_event_seq() TO authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.count_usage_events() FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.usage_writer() FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.apply_usage_corrections(uuid[], text[], timestamptz[], numeric[], integer[])
     FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.correct_usage_rollups() FROM PUBLIC, anon, authenticated, service_role;
@@ -860,10 +915,11 @@ CREATE TRIGGER deduplicate_usage_event
     FOR EACH ROW WHEN (NEW.idempotency_key IS NOT NULL)
     EXECUTE FUNCTION @extschema@.deduplicate_usage_event();
 
--- Members inserting directly meet the limits record_usage enforces. Trusted writers (the
--- service role, the owner, record_usage itself) skip it: their inserts stay plain inserts.
+-- Members inserting directly meet the limits record_usage enforces, before the row is
+-- written (past a soft limit it is stored as overage). Trusted writers (the service role, the
+-- owner, record_usage itself) skip it: their inserts stay plain inserts.
 CREATE TRIGGER enforce_member_usage_limits
-    AFTER INSERT ON @extschema@.usage_events
+    BEFORE INSERT ON @extschema@.usage_events
     FOR EACH ROW WHEN (NOT @extschema@.usage_writer_is_trusted())
     EXECUTE FUNCTION @extschema@.enforce_member_usage_limits();
 

@@ -1,18 +1,13 @@
 //! Metering: usage events and their daily/monthly rollups (sql/metering.sql).
 //!
-//! Writers never touch the rollups: an event is one INSERT into its month's partition, so
-//! writers of one organization never queue behind each other. `aggregate_usage()` folds
-//! events into `usage_aggregations` in write order (`seq`), and readers add the events not
-//! folded yet (`seq > folded_through`, an index range per meter) to the rollup rows: exact, and
-//! flat in the size of the log as long as the fold keeps up.
-//!
-//! Folding exactly: every event's `seq` is drawn after its transaction got an id (see
-//! `usage_next_event_seq`). So once the transactions that were running when `seq` reached N
-//! have ended, no event with `seq <= N` can still appear: the fold reads N, takes the list of
-//! running transactions, waits for them (never blocking anyone), then folds `(folded_through,
-//! N]`. Values of `seq` travel with the rows through pg_dump, unlike transaction ids.
-use std::time::{Duration, Instant};
-
+//! Counting happens as events are written: an INSERT's statement trigger adds its events to
+//! `usage_counters`, in one row per bucket and writing backend (`usage_writer()`), so writers
+//! of one organization never update the same row and never queue behind each other's commit.
+//! Readers add `usage_counters` to the `usage_aggregations` rows: exact at once, and flat in
+//! the size of the log. `aggregate_usage()` folds the counter rows into the rollups (rows
+//! being written right now stay for the next run), and recounts distinct users of buckets that
+//! corrections touched. `aggregate_usage(period, from, to)` recomputes whole months from the
+//! raw events. Neither ever makes a writer wait for more than the fold's own commit.
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{JsonB, Uuid};
@@ -25,8 +20,21 @@ use crate::spi::{self, types, Expect, Statement};
 pgrx::extension_sql_file!(
     "../sql/metering.sql",
     name = "metering",
-    requires = ["entitlements", recompute_usage_rollups, fold_usage]
+    requires = [
+        "entitlements",
+        recompute_usage_rollups,
+        fold_usage,
+        usage_writer
+    ]
 );
+
+/// The counter row this backend writes: its backend slot, unique among running backends, so
+/// no two concurrent writers share a row.
+#[pg_extern(stable, parallel_safe)]
+fn usage_writer() -> i32 {
+    // SAFETY: reads this backend's slot number, set once at backend start.
+    unsafe { pg_sys::MyBackendId }
+}
 
 /// A rollup period. Bucket boundaries are computed in SQL by `usage_bucket_start` and
 /// `usage_bucket_end` (calendar days and months in UTC), the one place that formula lives.
@@ -71,80 +79,41 @@ fn require_service_role_in_read_committed(function: &str) {
     }
 }
 
-/// Serializes folds and recomputes; corrections (sql/metering.sql) wait for it too.
+/// Serializes folds and recomputes.
 static LOCK_STATE: Statement = Statement::write(
-    "SELECT s.folded_through, st.fold_wait_ms, s.events_kept_since
-     FROM usage_rollup_state s,
-          LATERAL (SELECT (extract(epoch FROM fold_wait) * 1000)::bigint AS fold_wait_ms FROM usage_settings) st
-     FOR UPDATE OF s",
+    "SELECT s.events_kept_since FROM usage_rollup_state s FOR UPDATE",
     &[],
 );
 
-static SEQ_NOW: Statement = Statement::read(
-    "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM usage_event_seq",
-    &[],
-);
-
-// Transactions that may still commit an event numbered up to the sequence value just read:
-// those writing usage_events now. Each took its lock on the table before numbering a row, and
-// holds it to its end, so the lock table (read after the sequence) names them all, by the
-// transaction id each holds a lock on. Other transactions, however long, are not waited for.
-static RUNNING_NOW: Statement = Statement::write(
-    "SELECT ARRAY(
-         SELECT DISTINCT t.transactionid::text::bigint
-         FROM pg_locks r
-         JOIN pg_locks t ON t.virtualtransaction = r.virtualtransaction
-                        AND t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted
-         WHERE r.locktype = 'relation' AND r.mode = 'RowExclusiveLock' AND r.granted
-           AND r.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
-           AND r.relation IN (SELECT 'usage_events'::regclass
-                              UNION ALL
-                              SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent = 'usage_events'::regclass))",
-    &[],
-);
-
-static STILL_RUNNING: Statement = Statement::write(
-    "SELECT count(*) FROM unnest($1::bigint[]) AS x (xid)
-     WHERE pg_xact_status(x.xid::text::xid8) = 'in progress'",
-    &[types::INT8_ARRAY],
-);
-
-static PAUSE: Statement = Statement::write("SELECT pg_sleep(0.005)", &[]);
-
-/// Folds events with seq in ($1, $2] into both periods' buckets and their active users.
+/// Moves every counter row nobody is writing right now into the rollups. Rows locked by a
+/// writer are skipped: they are folded next time.
 static FOLD: Statement = Statement::write(
-    "WITH ev AS (
-         SELECT e.organization_id, e.event_type, e.user_id, e.quantity, p.period,
-                usage_bucket_start(p.period, e.occurred_at) AS period_start,
-                usage_bucket_end(p.period, e.occurred_at) AS period_end
-         FROM usage_events e CROSS JOIN (VALUES ('daily'), ('monthly')) AS p (period)
-         WHERE e.seq > $1 AND e.seq <= $2
-     ), new_users AS (
-         INSERT INTO usage_active_users (organization_id, event_type, period, period_start, user_id)
-         SELECT DISTINCT organization_id, event_type, period, period_start, user_id FROM ev
-         WHERE user_id IS NOT NULL
-         ON CONFLICT DO NOTHING
-         RETURNING organization_id, event_type, period, period_start
-     ), users_per_bucket AS (
-         SELECT organization_id, event_type, period, period_start, count(*) AS users
-         FROM new_users GROUP BY 1, 2, 3, 4
+    "WITH moved AS (
+         DELETE FROM usage_counters c
+         WHERE c.ctid = ANY (ARRAY(SELECT l.ctid FROM usage_counters l FOR UPDATE SKIP LOCKED))
+         RETURNING c.organization_id, c.event_type, c.period, c.period_start,
+                   c.total_quantity, c.event_count, c.unique_users
      ), sums AS (
-         SELECT organization_id, event_type, period, period_start, period_end,
-                sum(quantity) AS quantity, count(*) AS events
-         FROM ev GROUP BY 1, 2, 3, 4, 5
+         SELECT organization_id, event_type, period, period_start,
+                sum(total_quantity) AS quantity, sum(event_count) AS events, sum(unique_users) AS users,
+                count(*) AS counter_rows
+         FROM moved GROUP BY 1, 2, 3, 4
+     ), folded AS (
+         INSERT INTO usage_aggregations AS a
+             (organization_id, event_type, period, period_start, period_end, total_quantity, event_count, unique_users)
+         SELECT organization_id, event_type, period, period_start, usage_bucket_end(period, period_start),
+                quantity, events, users
+         FROM sums
+         ON CONFLICT (organization_id, event_type, period, period_start) DO UPDATE
+             SET total_quantity = a.total_quantity + excluded.total_quantity,
+                 event_count    = a.event_count + excluded.event_count,
+                 unique_users   = a.unique_users + excluded.unique_users
      )
-     INSERT INTO usage_aggregations AS a
-         (organization_id, event_type, period, period_start, period_end, total_quantity, event_count, unique_users)
-     SELECT s.organization_id, s.event_type, s.period, s.period_start, s.period_end,
-            s.quantity, s.events, coalesce(u.users, 0)
-     FROM sums s
-     LEFT JOIN users_per_bucket u USING (organization_id, event_type, period, period_start)
-     ON CONFLICT (organization_id, event_type, period, period_start) DO UPDATE
-         SET total_quantity = a.total_quantity + excluded.total_quantity,
-             event_count    = a.event_count + excluded.event_count,
-             unique_users   = a.unique_users + excluded.unique_users",
-    &[types::INT8, types::INT8],
+     SELECT coalesce(sum(counter_rows), 0)::bigint, count(*)::bigint FROM sums",
+    &[],
 );
+
+static LEFT_FOR_LATER: Statement = Statement::read("SELECT count(*) FROM usage_counters", &[]);
 
 static TAKE_DIRTY: Statement = Statement::write(
     "DELETE FROM usage_dirty_buckets
@@ -152,122 +121,72 @@ static TAKE_DIRTY: Statement = Statement::write(
     &[],
 );
 
-static CLEAR_ACTIVE_USERS: Statement = Statement::write(
-    "DELETE FROM usage_active_users
-     WHERE organization_id = $1 AND event_type = $2 AND period = $3 AND period_start = $4",
+// Brings a bucket's distinct users back in line with its events after corrections (only the
+// rows that differ are touched, so writers of other users never wait), then gives the rollup
+// the users' count minus what the counters still hold. One snapshot for all of it.
+static RECOUNT_ACTIVE_USERS: Statement = Statement::write(
+    "WITH want AS (
+         SELECT DISTINCT e.user_id FROM usage_events e
+         WHERE e.organization_id = $1 AND e.event_type = $2 AND e.user_id IS NOT NULL
+           AND e.occurred_at >= $4 AND e.occurred_at < usage_bucket_end($3, $4)
+     ), stale AS (
+         DELETE FROM usage_active_users u
+         WHERE u.organization_id = $1 AND u.event_type = $2 AND u.period = $3 AND u.period_start = $4
+           AND NOT EXISTS (SELECT 1 FROM want w WHERE w.user_id = u.user_id)
+     ), missing AS (
+         INSERT INTO usage_active_users (organization_id, event_type, period, period_start, user_id)
+         SELECT $1, $2, $3, $4, w.user_id FROM want w
+         ON CONFLICT DO NOTHING
+     )
+     INSERT INTO usage_aggregations AS a
+         (organization_id, event_type, period, period_start, period_end, total_quantity, event_count, unique_users)
+     SELECT $1, $2, $3, $4, usage_bucket_end($3, $4), 0, 0,
+            (SELECT count(*) FROM want)
+            - coalesce((SELECT sum(c.unique_users) FROM usage_counters c
+                        WHERE c.organization_id = $1 AND c.event_type = $2
+                          AND c.period = $3 AND c.period_start = $4), 0)
+     WHERE EXISTS (SELECT 1 FROM organizations o WHERE o.id = $1)
+     ON CONFLICT (organization_id, event_type, period, period_start) DO UPDATE
+         SET unique_users = excluded.unique_users",
     &[types::UUID, types::TEXT, types::TEXT, types::TIMESTAMPTZ],
 );
 
-static RECOUNT_ACTIVE_USERS: Statement = Statement::write(
-    "WITH fresh AS (
-         INSERT INTO usage_active_users (organization_id, event_type, period, period_start, user_id)
-         SELECT DISTINCT $1::uuid, $2::text, $3::text, $4::timestamptz, e.user_id
-         FROM usage_events e
-         WHERE e.organization_id = $1 AND e.event_type = $2 AND e.user_id IS NOT NULL
-           AND e.occurred_at >= $4 AND e.occurred_at < usage_bucket_end($3, $4) AND e.seq <= $5
-         RETURNING 1
-     )
-     UPDATE usage_aggregations SET unique_users = (SELECT count(*) FROM fresh)
-     WHERE organization_id = $1 AND event_type = $2 AND period = $3 AND period_start = $4",
-    &[
-        types::UUID,
-        types::TEXT,
-        types::TEXT,
-        types::TIMESTAMPTZ,
-        types::INT8,
-    ],
-);
+static STAMP: Statement = Statement::write("UPDATE usage_rollup_state SET folded_at = now()", &[]);
 
-static ADVANCE: Statement = Statement::write(
-    "UPDATE usage_rollup_state SET folded_through = $1, folded_at = now()",
-    &[types::INT8],
-);
-
-/// The 64-bit ids of the transactions writing usage_events now, other than this one.
-fn writers_in_flight(client: &mut SpiClient<'_>, what: &str) -> Vec<i64> {
-    // SAFETY: reads the shared next-xid counter (takes its own lock).
-    let next = unsafe { pg_sys::ReadNextFullTransactionId() }.value;
-    let (epoch, low) = (next >> 32, next & 0xFFFF_FFFF);
-    spi::one_mut::<Vec<i64>>(client, &RUNNING_NOW, &[], what)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|xid| {
-            // SAFETY: asks whether an xid belongs to this backend's (sub)transactions.
-            unsafe {
-                !pg_sys::TransactionIdIsCurrentTransactionId(pg_sys::TransactionId::from(
-                    *xid as u32,
-                ))
-            }
-        })
-        // A running xid is at most 2^31 behind the next one: it is in this epoch or the last.
-        .map(|xid| {
-            let xid = xid as u64;
-            let epoch = if xid <= low {
-                epoch
-            } else {
-                epoch.saturating_sub(1)
-            };
-            ((epoch << 32) | xid) as i64
-        })
-        .collect()
-}
-
-/// Folds every event written since the last run into `usage_aggregations` (both periods),
-/// and recounts the distinct users of buckets that corrections touched. Cost: the events
-/// written since, not the log. Never blocks writers; waits at most `usage_settings.fold_wait`
-/// for transactions still writing, and otherwise folds next time (`"deferred": true`).
-/// Service role, READ COMMITTED.
+/// Folds the counts written since the last run into `usage_aggregations` (both periods), and
+/// recounts the distinct users of buckets that corrections touched. Cost: the counter rows
+/// (buckets × writing backends), not the events. Readers see the same usage before and after.
+/// A writer whose counter row is being folded waits for this call's commit, so run it in a
+/// transaction of its own (pg_cron does). Service role, READ COMMITTED.
 #[pg_extern(volatile, security_definer, name = "aggregate_usage")]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn fold_usage() -> JsonB {
     require_service_role_in_read_committed("aggregate_usage");
-    let what = "folding usage events";
+    let what = "folding usage counters";
     Spi::connect_mut(|client| {
-        let state = client
+        client
             .update(LOCK_STATE.prepared(client), Some(1), &[])
             .or_fail(what);
-        let row = state.first();
-        let folded: i64 = row.get(1).or_fail(what).unwrap_or(0);
-        let wait_ms: i64 = row.get(2).or_fail(what).unwrap_or(5000);
-        let target = spi::one::<i64>(client, &SEQ_NOW, &[], what).unwrap_or(0);
-        let running = writers_in_flight(client, what);
-        let started = Instant::now();
-        let mut deferred = false;
-        if target > folded && !running.is_empty() {
-            loop {
-                let left = spi::one::<i64>(client, &STILL_RUNNING, &[running.clone().into()], what)
-                    .unwrap_or(0);
-                if left == 0 {
-                    break;
-                }
-                if started.elapsed() >= Duration::from_millis(wait_ms.max(0) as u64) {
-                    deferred = true;
-                    break;
-                }
-                spi::run(client, &PAUSE, &[], what);
-            }
-        }
-        let (rollup_rows, through) = if target > folded && !deferred {
-            let rows = spi::run(client, &FOLD, &[folded.into(), target.into()], what);
-            spi::run(client, &ADVANCE, &[target.into()], what);
-            (rows, target)
-        } else {
-            (0, folded)
-        };
-        let recounted = recount_dirty_buckets(client, through);
+        let table = client
+            .update(FOLD.prepared(client), Some(1), &[])
+            .or_fail(what);
+        let row = table.first();
+        let counter_rows: i64 = row.get(1).or_fail(what).unwrap_or(0);
+        let buckets: i64 = row.get(2).or_fail(what).unwrap_or(0);
+        let recounted = recount_dirty_buckets(client);
+        spi::run(client, &STAMP, &[], what);
+        let left = spi::one::<i64>(client, &LEFT_FOR_LATER, &[], what).unwrap_or(0);
         JsonB(json!({
-            "folded_through": through,
-            "previously_folded_through": folded,
-            "rollup_rows_written": rollup_rows,
+            "counter_rows_folded": counter_rows,
+            "buckets_updated": buckets,
+            "counter_rows_left": left,
             "buckets_recounted": recounted,
-            "waited_ms": started.elapsed().as_millis() as u64,
-            "deferred": deferred,
         }))
     })
 }
 
-/// Distinct users of the buckets corrections touched, counted again from the folded events.
-fn recount_dirty_buckets(client: &mut SpiClient<'_>, through: i64) -> usize {
+/// Distinct users of the buckets corrections touched, counted again from the events.
+fn recount_dirty_buckets(client: &mut SpiClient<'_>) -> usize {
     let what = "recounting active users";
     let dirty: Vec<(Uuid, String, String, TimestampWithTimeZone)> = client
         .update(TAKE_DIRTY.prepared(client), None, &[])
@@ -288,19 +207,7 @@ fn recount_dirty_buckets(client: &mut SpiClient<'_>, through: i64) -> usize {
             period.as_str().into(),
             (*start).into(),
         ];
-        spi::run(client, &CLEAR_ACTIVE_USERS, &bucket, what);
-        spi::run(
-            client,
-            &RECOUNT_ACTIVE_USERS,
-            &[
-                (*org).into(),
-                event_type.as_str().into(),
-                period.as_str().into(),
-                (*start).into(),
-                through.into(),
-            ],
-            what,
-        );
+        spi::run(client, &RECOUNT_ACTIVE_USERS, &bucket, what);
     }
     dirty.len()
 }
@@ -314,37 +221,62 @@ static MONTH_WINDOW: Statement = Statement::read(
 );
 
 static DELETE_WINDOW: Statement = Statement::write(
-    "WITH a AS (DELETE FROM usage_aggregations WHERE period_start >= $1 AND period_start < $2),
-          u AS (DELETE FROM usage_active_users WHERE period_start >= $1 AND period_start < $2)
+    "WITH a AS (DELETE FROM usage_aggregations WHERE period_start >= $1 AND period_start < $2)
      DELETE FROM usage_dirty_buckets WHERE period_start >= $1 AND period_start < $2",
     &[types::TIMESTAMPTZ, types::TIMESTAMPTZ],
 );
 
+// One snapshot for the events and the counters: each rollup row gets what the events say
+// minus what the counters still hold, so rollup + counters = events, whoever writes meanwhile.
+// The distinct users are brought in line with the events touching only the rows that differ
+// (none, unless events were changed behind saas_core's back), so writers never wait for it.
 static RECOMPUTE_WINDOW: Statement = Statement::write(
     "WITH ev AS (
          SELECT e.organization_id, e.event_type, e.user_id, e.quantity, p.period,
-                usage_bucket_start(p.period, e.occurred_at) AS period_start,
-                usage_bucket_end(p.period, e.occurred_at) AS period_end
+                usage_bucket_start(p.period, e.occurred_at) AS period_start
          FROM usage_events e CROSS JOIN (VALUES ('daily'), ('monthly')) AS p (period)
-         WHERE e.occurred_at >= $1 AND e.occurred_at < $2 AND e.seq <= $3
-     ), users AS (
-         INSERT INTO usage_active_users (organization_id, event_type, period, period_start, user_id)
+         WHERE e.occurred_at >= $1 AND e.occurred_at < $2
+     ), want AS (
          SELECT DISTINCT organization_id, event_type, period, period_start, user_id FROM ev
          WHERE user_id IS NOT NULL
+     ), stale AS (
+         DELETE FROM usage_active_users u
+         WHERE u.period_start >= $1 AND u.period_start < $2
+           AND NOT EXISTS (SELECT 1 FROM want w
+                           WHERE w.organization_id = u.organization_id AND w.event_type = u.event_type
+                             AND w.period = u.period AND w.period_start = u.period_start AND w.user_id = u.user_id)
+     ), missing AS (
+         INSERT INTO usage_active_users (organization_id, event_type, period, period_start, user_id)
+         SELECT * FROM want
+         ON CONFLICT DO NOTHING
+     ), from_events AS (
+         SELECT organization_id, event_type, period, period_start,
+                sum(quantity) AS quantity, count(*) AS events, count(DISTINCT user_id) AS users
+         FROM ev GROUP BY 1, 2, 3, 4
+     ), in_counters AS (
+         SELECT organization_id, event_type, period, period_start,
+                sum(total_quantity) AS quantity, sum(event_count) AS events, sum(unique_users) AS users
+         FROM usage_counters
+         WHERE period_start >= $1 AND period_start < $2
+         GROUP BY 1, 2, 3, 4
      )
      INSERT INTO usage_aggregations
          (organization_id, event_type, period, period_start, period_end, total_quantity, event_count, unique_users)
-     SELECT organization_id, event_type, period, period_start, period_end,
-            sum(quantity), count(*), count(DISTINCT user_id)
-     FROM ev GROUP BY 1, 2, 3, 4, 5",
-    &[types::TIMESTAMPTZ, types::TIMESTAMPTZ, types::INT8],
+     SELECT organization_id, event_type, period, period_start, usage_bucket_end(period, period_start),
+            coalesce(f.quantity, 0) - coalesce(c.quantity, 0),
+            coalesce(f.events, 0) - coalesce(c.events, 0),
+            coalesce(f.users, 0) - coalesce(c.users, 0)
+     FROM from_events f FULL JOIN in_counters c USING (organization_id, event_type, period, period_start)
+     WHERE EXISTS (SELECT 1 FROM organizations o WHERE o.id = organization_id)",
+    &[types::TIMESTAMPTZ, types::TIMESTAMPTZ],
 );
 
 /// Recomputes from the raw events every daily and monthly bucket of the months that
 /// [start_time, end_time) touches, replacing what was there: a repair after corrections made
 /// outside saas_core, never needed in normal operation. Running it twice gives the same rows.
 /// `period` ('daily' or 'monthly') is kept from 0.1.0; both periods are recomputed. Events
-/// not folded yet stay live. Refused for months whose raw events retention has dropped.
+/// Counts still in `usage_counters` stay there. Refused for months whose raw events retention
+/// has dropped.
 #[pg_extern(volatile, security_definer, name = "aggregate_usage")]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn recompute_usage_rollups(
@@ -367,9 +299,7 @@ fn recompute_usage_rollups(
         let state = client
             .update(LOCK_STATE.prepared(client), Some(1), &[])
             .or_fail(what);
-        let row = state.first();
-        let folded: i64 = row.get(1).or_fail(what).unwrap_or(0);
-        let kept_since: Option<TimestampWithTimeZone> = row.get(3).or_fail(what);
+        let kept_since: Option<TimestampWithTimeZone> = state.first().get(1).or_fail(what);
         let window = client
             .select(
                 MONTH_WINDOW.prepared(client),
@@ -390,12 +320,7 @@ fn recompute_usage_rollups(
             ));
         }
         spi::run(client, &DELETE_WINDOW, &[lo.into(), hi.into()], what);
-        spi::run(
-            client,
-            &RECOMPUTE_WINDOW,
-            &[lo.into(), hi.into(), folded.into()],
-            what,
-        ) as i64
+        spi::run(client, &RECOMPUTE_WINDOW, &[lo.into(), hi.into()], what) as i64
     })
 }
 
@@ -439,17 +364,49 @@ mod tests {
         .unwrap()
     }
 
+    /// What readers see for a bucket: the rollup plus the counters not folded yet.
+    fn counted(org: &str, period: &str, start: &str, event: &str) -> String {
+        Spi::get_one::<String>(&format!(
+            "SELECT sum(q)::text || '/' || sum(n) || '/' || sum(u) FROM (
+               SELECT total_quantity, event_count, unique_users FROM usage_aggregations
+               WHERE organization_id = '{org}' AND period = '{period}' AND event_type = '{event}' AND period_start = {start}
+               UNION ALL
+               SELECT total_quantity, event_count, unique_users FROM usage_counters
+               WHERE organization_id = '{org}' AND period = '{period}' AND event_type = '{event}' AND period_start = {start}
+             ) b (q, n, u)"
+        ))
+        .unwrap()
+        .unwrap_or_default()
+    }
+
+    fn counter_rows() -> i64 {
+        Spi::get_one::<i64>("SELECT count(*) FROM usage_counters")
+            .unwrap()
+            .unwrap()
+    }
+
     const THIS_MONTH: &str = "usage_bucket_start('monthly', now())";
     const LAST_MONTH: &str =
         "usage_bucket_start('monthly', usage_bucket_start('monthly', now()) - interval '1 day')";
     const FIRST_DAY: &str = "usage_bucket_start('daily', usage_bucket_start('monthly', now()))";
 
     #[pg_test]
-    fn folding_puts_events_in_their_utc_buckets_once() {
+    fn events_are_counted_in_their_utc_buckets_as_they_are_written() {
         Spi::run("SET LOCAL TimeZone = 'America/New_York'").unwrap();
         let org = org_with_events();
+        assert_eq!(counted(&org, "monthly", LAST_MONTH, "api_call"), "3/1/1");
+        assert_eq!(counted(&org, "monthly", THIS_MONTH, "api_call"), "9/2/1");
+        assert_eq!(counted(&org, "daily", FIRST_DAY, "record_created"), "1/1/0");
+        // Nothing is folded yet: the counts are all in the counter rows.
         assert_eq!(rollup(&org, "monthly", THIS_MONTH, "api_call"), None);
+    }
+
+    #[pg_test]
+    fn folding_moves_counters_into_rollups_and_reads_do_not_change() {
+        Spi::run("SET LOCAL TimeZone = 'America/New_York'").unwrap();
+        let org = org_with_events();
         Spi::run("SELECT aggregate_usage()").unwrap();
+        assert_eq!(counter_rows(), 0);
         assert_eq!(
             rollup(&org, "monthly", LAST_MONTH, "api_call").as_deref(),
             Some("3/1/1")
@@ -462,16 +419,13 @@ mod tests {
             rollup(&org, "daily", FIRST_DAY, "record_created").as_deref(),
             Some("1/1/0")
         );
-        // Folding again adds nothing; a new event is folded once.
+        // Folding again adds nothing; a new event of a known user adds to the sum, not the users.
         Spi::run("SELECT aggregate_usage()").unwrap();
-        assert_eq!(
-            rollup(&org, "monthly", THIS_MONTH, "api_call").as_deref(),
-            Some("9/2/1")
-        );
         Spi::run(&format!(
             "INSERT INTO usage_events (organization_id, user_id, event_type, quantity) VALUES ('{org}', '{U}', 'api_call', 1)"
         ))
         .unwrap();
+        assert_eq!(counted(&org, "monthly", THIS_MONTH, "api_call"), "10/3/1");
         Spi::run("SELECT aggregate_usage()").unwrap();
         Spi::run("SELECT aggregate_usage()").unwrap();
         assert_eq!(
@@ -481,31 +435,26 @@ mod tests {
     }
 
     #[pg_test]
-    fn corrections_reach_folded_rollups_at_once_and_recounts_follow() {
+    fn corrections_count_at_once_and_recounts_follow() {
         let org = org_with_events();
         Spi::run("SELECT aggregate_usage()").unwrap();
         Spi::run(&format!(
             "DELETE FROM usage_events WHERE organization_id = '{org}' AND quantity = 5"
         ))
         .unwrap();
-        assert_eq!(
-            rollup(&org, "monthly", THIS_MONTH, "api_call").as_deref(),
-            Some("4/1/1")
-        );
+        assert_eq!(counted(&org, "monthly", THIS_MONTH, "api_call"), "4/1/1");
         Spi::run(&format!(
             "UPDATE usage_events SET quantity = 40, user_id = NULL WHERE organization_id = '{org}' AND quantity = 4"
         ))
         .unwrap();
-        assert_eq!(
-            rollup(&org, "monthly", THIS_MONTH, "api_call").as_deref(),
-            Some("40/1/1")
-        );
+        assert_eq!(counted(&org, "monthly", THIS_MONTH, "api_call"), "40/1/1");
         // The distinct-user count is recounted by the next fold.
         Spi::run("SELECT aggregate_usage()").unwrap();
         assert_eq!(
             rollup(&org, "monthly", THIS_MONTH, "api_call").as_deref(),
             Some("40/1/0")
         );
+        assert_eq!(counted(&org, "monthly", THIS_MONTH, "api_call"), "40/1/0");
     }
 
     #[pg_test]
@@ -516,19 +465,18 @@ mod tests {
             "UPDATE usage_aggregations SET total_quantity = 999 WHERE organization_id = '{org}'"
         ))
         .unwrap();
-        let first = Spi::get_one::<i64>(
-            "SELECT aggregate_usage('daily', usage_bucket_start('monthly', now()), usage_bucket_start('monthly', now()) + interval '1 day')",
-        )
+        // An event not folded yet: its count stays in the counters, not twice.
+        Spi::run(&format!(
+            "INSERT INTO usage_events (organization_id, user_id, event_type, quantity) VALUES ('{org}', '{U}', 'api_call', 1)"
+        ))
         .unwrap();
-        let second = Spi::get_one::<i64>(
-            "SELECT aggregate_usage('daily', usage_bucket_start('monthly', now()), usage_bucket_start('monthly', now()) + interval '1 day')",
-        )
-        .unwrap();
+        let window = "usage_bucket_start('monthly', now()), usage_bucket_start('monthly', now()) + interval '1 day'";
+        let first =
+            Spi::get_one::<i64>(&format!("SELECT aggregate_usage('daily', {window})")).unwrap();
+        let second =
+            Spi::get_one::<i64>(&format!("SELECT aggregate_usage('daily', {window})")).unwrap();
         assert_eq!(first, second);
-        assert_eq!(
-            rollup(&org, "monthly", THIS_MONTH, "api_call").as_deref(),
-            Some("9/2/1")
-        );
+        assert_eq!(counted(&org, "monthly", THIS_MONTH, "api_call"), "10/3/1");
         assert_eq!(
             rollup(&org, "daily", FIRST_DAY, "api_call").as_deref(),
             Some("9/2/1")
@@ -537,6 +485,11 @@ mod tests {
         assert_eq!(
             rollup(&org, "monthly", LAST_MONTH, "api_call").as_deref(),
             Some("999/1/1")
+        );
+        Spi::run("SELECT aggregate_usage()").unwrap();
+        assert_eq!(
+            rollup(&org, "monthly", THIS_MONTH, "api_call").as_deref(),
+            Some("10/3/1")
         );
     }
 
@@ -567,10 +520,9 @@ mod tests {
             "INSERT INTO usage_events (organization_id, event_type, quantity) VALUES ('{org}', 'api_call', 1e12)"
         ))
         .unwrap();
-        Spi::run("SELECT aggregate_usage()").unwrap();
         assert_eq!(
-            rollup(&org, "monthly", THIS_MONTH, "api_call").as_deref(),
-            Some("1000000000009/3/1")
+            counted(&org, "monthly", THIS_MONTH, "api_call"),
+            "1000000000009/3/1"
         );
     }
 

@@ -1,8 +1,8 @@
-//! What a meter has counted so far: the rollup rows `aggregate_usage()` folded, plus the
-//! events not folded yet (`seq > usage_rollup_state.folded_through`, an index range per meter).
-//! The one place these reads are written: `check_feature_access`, `record_usage` and
-//! `get_usage_summary` all use them. In each fragment `$2` is the organization and `$3` the
-//! event type; a fragment is a scalar subquery.
+//! What a meter has counted so far: the rollup rows `aggregate_usage()` folded plus the
+//! counter rows not folded yet (a few per bucket: one per writing backend). Exact at once,
+//! and flat in the size of the log. The one place these reads are written: `check_feature_access`,
+//! `record_usage` and `get_usage_summary` all use them. In each fragment `$2` is the
+//! organization and `$3` the event type; a fragment is a scalar subquery.
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
@@ -15,11 +15,9 @@ macro_rules! usage_sum_this_month {
         "(coalesce((SELECT a.total_quantity FROM usage_aggregations a
                     WHERE a.organization_id = $2 AND a.event_type = $3 AND a.period = 'monthly'
                       AND a.period_start = usage_bucket_start('monthly', now())), 0)
-          + coalesce((SELECT sum(e.quantity) FROM usage_events e
-                      WHERE e.organization_id = $2 AND e.event_type = $3
-                        AND e.seq > (SELECT s.folded_through FROM usage_rollup_state s)
-                        AND e.occurred_at >= usage_bucket_start('monthly', now())
-                        AND e.occurred_at < usage_bucket_end('monthly', now())), 0))"
+          + coalesce((SELECT sum(c.total_quantity) FROM usage_counters c
+                      WHERE c.organization_id = $2 AND c.event_type = $3 AND c.period = 'monthly'
+                        AND c.period_start = usage_bucket_start('monthly', now())), 0))"
     };
 }
 
@@ -28,9 +26,8 @@ macro_rules! usage_sum_lifetime {
     () => {
         "(coalesce((SELECT sum(a.total_quantity) FROM usage_aggregations a
                     WHERE a.organization_id = $2 AND a.event_type = $3 AND a.period = 'monthly'), 0)
-          + coalesce((SELECT sum(e.quantity) FROM usage_events e
-                      WHERE e.organization_id = $2 AND e.event_type = $3
-                        AND e.seq > (SELECT s.folded_through FROM usage_rollup_state s)), 0))"
+          + coalesce((SELECT sum(c.total_quantity) FROM usage_counters c
+                      WHERE c.organization_id = $2 AND c.event_type = $3 AND c.period = 'monthly'), 0))"
     };
 }
 
@@ -40,15 +37,9 @@ macro_rules! usage_unique_users_this_month {
         "(coalesce((SELECT a.unique_users FROM usage_aggregations a
                     WHERE a.organization_id = $2 AND a.event_type = $3 AND a.period = 'monthly'
                       AND a.period_start = usage_bucket_start('monthly', now())), 0)
-          + (SELECT count(DISTINCT e.user_id) FROM usage_events e
-             WHERE e.organization_id = $2 AND e.event_type = $3 AND e.user_id IS NOT NULL
-               AND e.seq > (SELECT s.folded_through FROM usage_rollup_state s)
-               AND e.occurred_at >= usage_bucket_start('monthly', now())
-               AND e.occurred_at < usage_bucket_end('monthly', now())
-               AND NOT EXISTS (SELECT 1 FROM usage_active_users u
-                               WHERE u.organization_id = $2 AND u.event_type = $3 AND u.period = 'monthly'
-                                 AND u.period_start = usage_bucket_start('monthly', now())
-                                 AND u.user_id = e.user_id)))"
+          + coalesce((SELECT sum(c.unique_users) FROM usage_counters c
+                      WHERE c.organization_id = $2 AND c.event_type = $3 AND c.period = 'monthly'
+                        AND c.period_start = usage_bucket_start('monthly', now())), 0))"
     };
 }
 

@@ -320,12 +320,7 @@ fn increase(status: &LimitStatus, quantity: f64, new_user: bool) -> f64 {
 static USER_COUNTED: Statement = Statement::read(
     "SELECT EXISTS (SELECT 1 FROM usage_active_users u
                     WHERE u.organization_id = $1 AND u.event_type = $2 AND u.period = 'monthly'
-                      AND u.period_start = usage_bucket_start('monthly', now()) AND u.user_id = $3)
-         OR EXISTS (SELECT 1 FROM usage_events e
-                    WHERE e.organization_id = $1 AND e.event_type = $2 AND e.user_id = $3
-                      AND e.seq > (SELECT s.folded_through FROM usage_rollup_state s)
-                      AND e.occurred_at >= usage_bucket_start('monthly', now())
-                      AND e.occurred_at < usage_bucket_end('monthly', now()))",
+                      AND u.period_start = usage_bucket_start('monthly', now()) AND u.user_id = $3)",
     &[types::UUID, types::TEXT, types::UUID],
 );
 
@@ -866,72 +861,94 @@ static EVENT_PLAN: Statement = Statement::read(
     &[types::UUID],
 );
 
-static FLAG_OVERAGE: Statement = Statement::write(
-    "UPDATE usage_events SET over_limit = true WHERE id = $1 AND occurred_at = $2",
-    &[types::UUID, types::TIMESTAMPTZ],
-);
+/// What the rows of the current INSERT statement (not counted yet: the statement trigger
+/// counts them at its end) added to each meter so far, and the users they brought.
+struct StatementTally {
+    command: pg_sys::CommandId,
+    transaction: pg_sys::TransactionId,
+    quantities: HashMap<(Uuid, String), f64>,
+    users: std::collections::HashSet<(Uuid, String, Uuid)>,
+}
 
-/// `enforce_member_usage_limits`: AFTER INSERT ON usage_events FOR EACH ROW, for writers that
-/// are not trusted (members inserting directly). The row is already counted: beyond a hard
-/// limit the statement fails with 54000; beyond a soft one the row is flagged as overage.
+thread_local! {
+    static TALLY: std::cell::RefCell<Option<StatementTally>> = const { std::cell::RefCell::new(None) };
+}
+
+/// `enforce_member_usage_limits`: BEFORE INSERT ON usage_events FOR EACH ROW, for writers that
+/// are not trusted (members inserting directly). A hard limit refuses the row with 54000 (the
+/// statement fails whole); past a soft one the row is stored as overage (`over_limit`). Like
+/// `record_usage`, it takes the meter's turn before reading the usage.
 #[pg_trigger]
 fn enforce_member_usage_limits<'a>(
     trigger: &'a PgTrigger<'a>,
-) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, pgrx::datum::TryFromDatumError> {
+) -> Result<Option<PgHeapTuple<'a, impl WhoAllocated>>, pgrx::datum::TryFromDatumError> {
     let Some(new) = trigger.new() else {
         errors::invalid_parameter(
             "enforce_member_usage_limits() must be a row-level INSERT trigger",
         )
     };
     if crate::backup::restore_in_progress() {
-        return Ok(None);
+        return Ok(Some(new.into_owned()));
     }
     let org: Uuid = errors::required(new.get_by_name("organization_id")?, "organization_id");
     let event_type: String = errors::required(new.get_by_name("event_type")?, "event_type");
-    let id: Uuid = errors::required(new.get_by_name("id")?, "id");
-    let occurred_at: TimestampWithTimeZone =
-        errors::required(new.get_by_name("occurred_at")?, "occurred_at");
-    Spi::connect_mut(|client| {
+    let user: Option<Uuid> = new.get_by_name("user_id")?;
+    let quantity: AnyNumeric = errors::required(new.get_by_name("quantity")?, "quantity");
+    let quantity = f64::try_from(quantity).unwrap_or(f64::INFINITY);
+    let over_soft = Spi::connect_mut(|client| {
         let catalog = plan_catalog::get(client);
         if catalog.limits_counting(&event_type).is_empty() {
-            return;
+            return false;
         }
         let plan = spi::one::<String>(client, &EVENT_PLAN, &[org.into()], "reading the plan")
             .unwrap_or_else(|| "free".into());
         let statuses = limits_now(client, &catalog, &plan, org, &event_type);
-        // The row is in the usage already: a hard limit must still hold with it.
-        let mut over_soft = false;
-        for s in &statuses {
-            let refusal = match (s.limit, s.enforcement) {
-                (Limit::NotGranted, _) => Some(format!("{}: the plan grants none", s.feature_key)),
-                (Limit::Capped(n), Enforcement::Hard) if s.usage > n as f64 => Some(format!(
-                    "{}: the limit of {n} is reached (usage with this event {})",
-                    s.feature_key,
-                    crate::entitlements::number(s.usage)
-                )),
-                (Limit::Capped(n), Enforcement::Soft) => {
-                    over_soft |= s.usage > n as f64;
-                    None
-                }
-                _ => None,
-            };
-            if let Some(message) = refusal {
-                Refusal {
-                    code: PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-                    message,
-                    hint: Some("Upgrade the plan, or wait until the limit's window resets."),
-                }
-                .raise();
+        // SAFETY: reads this backend's current command and transaction ids.
+        let (command, transaction) = unsafe {
+            (
+                pg_sys::GetCurrentCommandId(false),
+                pg_sys::GetCurrentTransactionIdIfAny(),
+            )
+        };
+        TALLY.with(|tally| {
+            let mut tally = tally.borrow_mut();
+            let fresh =
+                !matches!(&*tally, Some(t) if t.command == command && t.transaction == transaction);
+            if fresh {
+                *tally = Some(StatementTally {
+                    command,
+                    transaction,
+                    quantities: HashMap::new(),
+                    users: Default::default(),
+                });
             }
-        }
-        if over_soft {
-            spi::run(
-                client,
-                &FLAG_OVERAGE,
-                &[id.into(), occurred_at.into()],
-                "flagging overage",
-            );
-        }
+            let tally = tally.as_mut().expect("just set");
+            let key = (org, event_type.clone());
+            let earlier = tally.quantities.get(&key).copied().unwrap_or(0.0);
+            let new_user = match user {
+                Some(u) if !tally.users.contains(&(org, event_type.clone(), u)) => {
+                    counts_a_new_user(client, &statuses, org, &event_type, user)
+                }
+                _ => false,
+            };
+            let mut statuses = statuses;
+            for s in statuses.iter_mut() {
+                if s.meter.measure == Measure::Sum {
+                    s.usage += earlier;
+                }
+            }
+            let over =
+                refuse_over_limit(&statuses, quantity, new_user).unwrap_or_else(|r| r.raise());
+            *tally.quantities.entry(key).or_insert(0.0) += quantity;
+            if let Some(u) = user {
+                tally.users.insert((org, event_type.clone(), u));
+            }
+            over
+        })
     });
-    Ok(None)
+    let mut row = new.into_owned();
+    if over_soft {
+        row.set_by_name("over_limit", true)?;
+    }
+    Ok(Some(row))
 }

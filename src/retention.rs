@@ -81,12 +81,11 @@ fn ensure_partition(client: &mut SpiClient<'_>, month: TimestampWithTimeZone) ->
     let mut ddl = vec![
         format!("CREATE TABLE {name} PARTITION OF {parent} FOR VALUES FROM ({from}) TO ({to})"),
         format!("ALTER TABLE {name} ADD PRIMARY KEY (id, occurred_at)"),
-        // A meter's unfolded events (check_feature_access reads them live); members' RLS reads.
-        format!("CREATE INDEX ON {name} (organization_id, event_type, seq)"),
+        // Members' reads (RLS picks their organizations), recounts and recomputes of a bucket.
+        format!("CREATE INDEX ON {name} (organization_id, event_type, occurred_at)"),
         // ON DELETE SET NULL from users.
         format!("CREATE INDEX ON {name} (user_id) WHERE user_id IS NOT NULL"),
-        // Folding ranges of seq, recomputing ranges of time: both follow the physical order.
-        format!("CREATE INDEX ON {name} USING brin (seq)"),
+        // Recomputing ranges of time: rows arrive roughly in time order.
         format!("CREATE INDEX ON {name} USING brin (occurred_at)"),
         // Like every object of the extension, it belongs to the extension's owner (an install
         // or update script may run as another role: see sql/finalize.sql).
@@ -162,9 +161,8 @@ static EXPIRED_PARTITIONS: Statement = Statement::read(
 );
 
 static RETENTION_SETTINGS: Statement = Statement::read(
-    "SELECT usage_bucket_start('monthly', now() - s.event_retention), s.event_retention IS NOT NULL,
-            st.folded_through
-     FROM usage_settings s, usage_rollup_state st",
+    "SELECT usage_bucket_start('monthly', now() - s.event_retention), s.event_retention IS NOT NULL
+     FROM usage_settings s",
     &[],
 );
 
@@ -189,8 +187,8 @@ static MOVE_HORIZON: Statement = Statement::write(
 );
 
 /// Drops the partitions of `usage_events` whose whole month is older than
-/// `usage_settings.event_retention` (nothing when it is NULL) once their events are folded
-/// into the rollups, which stay; prunes idempotency keys older than
+/// `usage_settings.event_retention` (nothing when it is NULL); their counts stay in the rollups
+/// (events are counted as they are written). Prunes idempotency keys older than
 /// `idempotency_key_retention` and the active-user lists of buckets no event can reach.
 /// Service role.
 #[pg_extern(volatile, security_definer)]
@@ -205,9 +203,7 @@ fn apply_usage_retention() -> JsonB {
         let row = settings.first();
         let cutoff: Option<TimestampWithTimeZone> = row.get(1).or_fail(what);
         let enabled: bool = row.get(2).or_fail(what).unwrap_or(false);
-        let folded: i64 = row.get(3).or_fail(what).unwrap_or(0);
         let mut dropped = Vec::new();
-        let mut kept_unfolded = Vec::new();
         if let (true, Some(cutoff)) = (enabled, cutoff) {
             let partitions: Vec<(String, String, Option<TimestampWithTimeZone>)> = client
                 .select(EXPIRED_PARTITIONS.prepared(client), None, &[])
@@ -224,33 +220,17 @@ fn apply_usage_retention() -> JsonB {
                 if upper.is_none_or(|u| u > cutoff) {
                     continue;
                 }
-                let unfolded = client
-                    .select(
-                        &format!("SELECT EXISTS (SELECT 1 FROM {qualified} WHERE seq > $1)"),
-                        Some(1),
-                        &[folded.into()],
-                    )
-                    .and_then(|t| t.first().get_one::<bool>())
-                    .or_fail(what)
-                    .unwrap_or(true);
-                if unfolded {
-                    kept_unfolded.push(name);
-                    continue;
-                }
                 client
                     .update(&format!("DROP TABLE {qualified}"), None, &[])
                     .or_fail(what);
                 dropped.push(name);
             }
-            if kept_unfolded.is_empty() {
-                spi::run(client, &MOVE_HORIZON, &[cutoff.into()], what);
-            }
+            spi::run(client, &MOVE_HORIZON, &[cutoff.into()], what);
         }
         let keys = spi::run(client, &PRUNE_KEYS, &[], what);
         let users = spi::run(client, &PRUNE_ACTIVE_USERS, &[], what);
         JsonB(json!({
             "dropped_partitions": dropped,
-            "kept_until_folded": kept_unfolded,
             "idempotency_keys_deleted": keys,
             "active_user_rows_deleted": users,
         }))

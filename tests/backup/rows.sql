@@ -20,5 +20,5 @@ SELECT line FROM (
     UNION ALL SELECT 'usage_dirty_buckets ' || to_jsonb(x)::text FROM usage_dirty_buckets x
     UNION ALL SELECT 'usage_idempotency_keys ' || to_jsonb(x)::text FROM usage_idempotency_keys x
     UNION ALL SELECT 'usage_meter_locks ' || to_jsonb(x)::text FROM usage_meter_locks x
-    UNION ALL SELECT 'usage_event_seq ' || last_value || ' ' || is_called FROM usage_event_seq
+    UNION ALL SELECT 'usage_counters ' || to_jsonb(x)::text FROM usage_counters x
 ) t ORDER BY line;
