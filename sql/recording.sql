@@ -26,6 +26,23 @@ CREATE TABLE @extschema@.usage_meter_locks (
     CONSTRAINT usage_meter_locks_pkey PRIMARY KEY (organization_id, event_type)
 );
 
+-- Leases on what is left of a hard limit, one row per writing backend (src/quota.rs): a
+-- writer records within its lease touching only its own row; the meter's turn-holder grants
+-- and reclaims. usage + unused leases <= limit holds at every commit.
+CREATE TABLE @extschema@.usage_meter_leases (
+    organization_id  uuid NOT NULL REFERENCES @extschema@.organizations (id) ON DELETE CASCADE,
+    feature_key      text NOT NULL,
+    writer           integer NOT NULL,
+    -- The limit's window (this month, or -infinity for all time) and value when granted: a
+    -- lease of another window or limit is worth nothing.
+    window_start     timestamptz NOT NULL,
+    limit_value      bigint NOT NULL,
+    granted          numeric NOT NULL,
+    used             numeric NOT NULL,
+    CONSTRAINT usage_meter_leases_pkey PRIMARY KEY (organization_id, feature_key, writer),
+    CONSTRAINT usage_meter_leases_used_check CHECK (used <= granted)
+);
+
 -- Only the service role dates an event (members cannot set occurred_at), and only within the
 -- late-event window, never in the future. The WHEN clause keeps it off undated inserts.
 CREATE FUNCTION @extschema@.check_usage_event_time()
@@ -95,16 +112,18 @@ CREATE TRIGGER enforce_member_usage_limits
     FOR EACH ROW WHEN (NOT @extschema@.usage_writer_is_trusted())
     EXECUTE FUNCTION @extschema@.enforce_member_usage_limits();
 
-REVOKE ALL ON @extschema@.usage_idempotency_keys, @extschema@.usage_meter_locks
+REVOKE ALL ON @extschema@.usage_idempotency_keys, @extschema@.usage_meter_locks, @extschema@.usage_meter_leases
     FROM PUBLIC, anon, authenticated, service_role;
 GRANT SELECT, DELETE ON @extschema@.usage_idempotency_keys TO service_role;
 ALTER TABLE @extschema@.usage_idempotency_keys ENABLE ROW LEVEL SECURITY;
 ALTER TABLE @extschema@.usage_meter_locks ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.usage_meter_leases ENABLE ROW LEVEL SECURITY;
 CREATE POLICY usage_idempotency_keys_service_role ON @extschema@.usage_idempotency_keys
     FOR ALL TO service_role USING (true) WITH CHECK (true);
 
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_idempotency_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_meter_locks', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_meter_leases', '');
 
 ALTER FUNCTION @extschema@.enforce_member_usage_limits()
     SECURITY DEFINER SET search_path = pg_catalog, @extschema@, pg_temp;

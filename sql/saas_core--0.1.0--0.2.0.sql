@@ -379,6 +379,22 @@ CREATE TRIGGER hand_over_organizations
     BEFORE DELETE ON @extschema@.users
     FOR EACH ROW EXECUTE FUNCTION @extschema@.hand_over_organizations();
 
+-- PL/pgSQL, not SQL: a SECURITY DEFINER SQL function is planned again on every call, and
+-- every RLS read runs it once.
+CREATE OR REPLACE FUNCTION @extschema@.current_user_org_ids(roles text[] DEFAULT NULL)
+RETURNS SETOF uuid
+LANGUAGE plpgsql STABLE SECURITY DEFINER ROWS 10
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT m.organization_id
+    FROM @extschema@.organization_members m
+    WHERE m.user_id = auth.uid()
+      AND (roles IS NULL OR m.role = ANY (roles));
+END
+$$;
+
 ALTER POLICY organizations_select_member ON @extschema@.organizations
     USING (id IN (SELECT @extschema@.current_user_org_ids()));
 
@@ -854,6 +870,23 @@ CREATE TABLE @extschema@.usage_meter_locks (
     CONSTRAINT usage_meter_locks_pkey PRIMARY KEY (organization_id, event_type)
 );
 
+-- Leases on what is left of a hard limit, one row per writing backend (src/quota.rs): a
+-- writer records within its lease touching only its own row; the meter's turn-holder grants
+-- and reclaims. usage + unused leases <= limit holds at every commit.
+CREATE TABLE @extschema@.usage_meter_leases (
+    organization_id  uuid NOT NULL REFERENCES @extschema@.organizations (id) ON DELETE CASCADE,
+    feature_key      text NOT NULL,
+    writer           integer NOT NULL,
+    -- The limit's window (this month, or -infinity for all time) and value when granted: a
+    -- lease of another window or limit is worth nothing.
+    window_start     timestamptz NOT NULL,
+    limit_value      bigint NOT NULL,
+    granted          numeric NOT NULL,
+    used             numeric NOT NULL,
+    CONSTRAINT usage_meter_leases_pkey PRIMARY KEY (organization_id, feature_key, writer),
+    CONSTRAINT usage_meter_leases_used_check CHECK (used <= granted)
+);
+
 -- Only the service role dates an event (members cannot set occurred_at), and only within the
 -- late-event window, never in the future. The WHEN clause keeps it off undated inserts.
 CREATE FUNCTION @extschema@.check_usage_event_time()
@@ -923,16 +956,18 @@ CREATE TRIGGER enforce_member_usage_limits
     FOR EACH ROW WHEN (NOT @extschema@.usage_writer_is_trusted())
     EXECUTE FUNCTION @extschema@.enforce_member_usage_limits();
 
-REVOKE ALL ON @extschema@.usage_idempotency_keys, @extschema@.usage_meter_locks
+REVOKE ALL ON @extschema@.usage_idempotency_keys, @extschema@.usage_meter_locks, @extschema@.usage_meter_leases
     FROM PUBLIC, anon, authenticated, service_role;
 GRANT SELECT, DELETE ON @extschema@.usage_idempotency_keys TO service_role;
 ALTER TABLE @extschema@.usage_idempotency_keys ENABLE ROW LEVEL SECURITY;
 ALTER TABLE @extschema@.usage_meter_locks ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.usage_meter_leases ENABLE ROW LEVEL SECURITY;
 CREATE POLICY usage_idempotency_keys_service_role ON @extschema@.usage_idempotency_keys
     FOR ALL TO service_role USING (true) WITH CHECK (true);
 
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_idempotency_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_meter_locks', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_meter_leases', '');
 
 ALTER FUNCTION @extschema@.enforce_member_usage_limits()
     SECURITY DEFINER SET search_path = pg_catalog, @extschema@, pg_temp;

@@ -227,16 +227,6 @@ impl<'a> LimitStatus<'a> {
         }
     }
 
-    /// Whether `more` can be added: always under a soft limit (it becomes overage).
-    pub fn admits(&self, more: f64) -> bool {
-        match (self.limit, self.enforcement) {
-            (Limit::Unlimited, _) => true,
-            (Limit::NotGranted, _) => false,
-            (Limit::Capped(_), Enforcement::Soft) => true,
-            (Limit::Capped(n), Enforcement::Hard) => self.usage + more <= n as f64,
-        }
-    }
-
     /// Over a (soft) limit: recorded as overage.
     pub fn over_limit(&self) -> bool {
         matches!(self.limit, Limit::Capped(n) if self.usage > n as f64)

@@ -19,6 +19,7 @@ mod names;
 mod organizations;
 mod plan_catalog;
 mod provisioning;
+mod quota;
 mod recording;
 mod retention;
 mod spi;

@@ -4,10 +4,7 @@
 //! insert meets the same limits, a repeated idempotency key is skipped, and only the service
 //! role dates an event, within the late-event window.
 //!
-//! Exactness at a hard limit: callers recording against the same organization and event
-//! type take turns on a row of `usage_meter_locks` (an UPDATE, so REPEATABLE READ and
-//! SERIALIZABLE callers fail with 40001 instead of both passing) before reading the usage.
-//! Unlimited and soft limits take no lock: recording stays as parallel as plain INSERTs.
+//! Exactness at a hard limit, without one row lock per organization: see src/quota.rs.
 use std::collections::HashMap;
 
 use pgrx::prelude::*;
@@ -20,7 +17,8 @@ use crate::entitlements::{LimitStatus, Role};
 use crate::errors;
 use crate::jsonb::RawJsonb;
 use crate::meters;
-use crate::plan_catalog::{self, Enforcement, Limit, Measure, PlanCatalog};
+use crate::plan_catalog;
+use crate::quota::{self, Admission, Candidate, Refusal};
 use crate::spi::{self, types, Expect, Statement};
 
 pgrx::extension_sql_file!(
@@ -63,41 +61,6 @@ struct Request {
     occurred_at: Option<TimestampWithTimeZone>,
     metadata: Option<RawJsonb>,
     user_id: Option<Uuid>,
-}
-
-/// A refusal that `record_usage` raises and `record_usage_batch` reports per event.
-struct Refusal {
-    code: PgSqlErrorCode,
-    message: String,
-    hint: Option<&'static str>,
-}
-
-impl Refusal {
-    fn new(code: PgSqlErrorCode, message: impl Into<String>) -> Self {
-        Refusal {
-            code,
-            message: message.into(),
-            hint: None,
-        }
-    }
-
-    fn raise(self) -> ! {
-        match self.hint {
-            Some(hint) => errors::raise_with_hint(self.code, self.message, hint),
-            None => errors::raise(self.code, self.message),
-        }
-    }
-
-    fn sqlstate(&self) -> String {
-        // The five-character SQLSTATE from PostgreSQL's packed representation.
-        let mut code = self.code as i32;
-        let mut out = String::new();
-        for _ in 0..5 {
-            out.push((((code & 0x3F) as u8) + b'0') as char);
-            code >>= 6;
-        }
-        out
-    }
 }
 
 /// Checks a quantity: finite, not zero, at most 1e12 in magnitude, positive for members.
@@ -270,110 +233,6 @@ fn claim_key(client: &mut SpiClient<'_>, org: Uuid, key: &str, event_id: Uuid) -
             format!("idempotency key \"{key}\" was recorded by a concurrent transaction; retry"),
         )
     }))
-}
-
-static LOCK_METER: Statement = Statement::write(
-    "INSERT INTO usage_meter_locks AS l (organization_id, event_type) VALUES ($1, $2)
-     ON CONFLICT (organization_id, event_type) DO UPDATE SET turns = l.turns + 1",
-    &[types::UUID, types::TEXT],
-);
-
-/// The limits `event_type` counts against under `plan`, each with its usage now. Takes the
-/// meter's turn first when a hard, finite limit is among them.
-fn limits_now<'c>(
-    client: &mut SpiClient<'_>,
-    catalog: &'c PlanCatalog,
-    plan: &str,
-    org: Uuid,
-    event_type: &str,
-) -> Vec<LimitStatus<'c>> {
-    let counting = catalog.limits_counting(event_type);
-    let hard = counting.iter().any(|(key, _)| {
-        matches!(catalog.limit(plan, key), Limit::Capped(_))
-            && catalog.enforcement(plan, key) == Enforcement::Hard
-    });
-    if hard {
-        spi::run(
-            client,
-            &LOCK_METER,
-            &[org.into(), event_type.into()],
-            "taking the meter's turn",
-        );
-    }
-    counting
-        .into_iter()
-        .map(|(key, meter)| {
-            LimitStatus::of(catalog, plan, key, meter, meters::usage(client, org, meter))
-        })
-        .collect()
-}
-
-/// The increase in each limit's usage if this event is recorded.
-fn increase(status: &LimitStatus, quantity: f64, new_user: bool) -> f64 {
-    match status.meter.measure {
-        Measure::Sum => quantity,
-        Measure::UniqueUsers if new_user => 1.0,
-        _ => 0.0,
-    }
-}
-
-static USER_COUNTED: Statement = Statement::read(
-    "SELECT EXISTS (SELECT 1 FROM usage_active_users u
-                    WHERE u.organization_id = $1 AND u.event_type = $2 AND u.period = 'monthly'
-                      AND u.period_start = usage_bucket_start('monthly', now()) AND u.user_id = $3)",
-    &[types::UUID, types::TEXT, types::UUID],
-);
-
-fn counts_a_new_user(
-    client: &SpiClient<'_>,
-    statuses: &[LimitStatus],
-    org: Uuid,
-    event_type: &str,
-    user: Option<Uuid>,
-) -> bool {
-    let Some(user) = user else { return false };
-    statuses
-        .iter()
-        .any(|s| s.meter.measure == Measure::UniqueUsers)
-        && !spi::one::<bool>(
-            client,
-            &USER_COUNTED,
-            &[org.into(), event_type.into(), user.into()],
-            "reading active users",
-        )
-        .unwrap_or(false)
-}
-
-/// Refuses when a hard limit cannot take `quantity` more.
-fn refuse_over_limit(
-    statuses: &[LimitStatus],
-    quantity: f64,
-    new_user: bool,
-) -> Result<bool, Refusal> {
-    let mut over_soft = false;
-    for s in statuses {
-        let more = increase(s, quantity, new_user);
-        if more > 0.0 && !s.admits(more) {
-            let message = match s.limit {
-                Limit::Capped(n) => format!(
-                    "{}: the limit of {n} is reached (usage {}, this event {})",
-                    s.feature_key,
-                    crate::entitlements::number(s.usage),
-                    crate::entitlements::number(more)
-                ),
-                _ => format!("{}: the plan grants none", s.feature_key),
-            };
-            return Err(Refusal {
-                code: PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-                message,
-                hint: Some("Upgrade the plan, or wait until the limit's window resets."),
-            });
-        }
-        if let Limit::Capped(n) = s.limit {
-            over_soft |= s.enforcement == Enforcement::Soft && s.usage + more > n as f64;
-        }
-    }
-    Ok(over_soft)
 }
 
 static INSERT_EVENTS: Statement = Statement::write(
@@ -567,14 +426,27 @@ fn record_usage(
             }
         }
         let catalog = plan_catalog::get(client);
-        let statuses = limits_now(client, &catalog, &plan, org, event_type);
-        let new_user = counts_a_new_user(client, &statuses, org, event_type, user);
-        let over_limit =
-            refuse_over_limit(&statuses, quantity_f, new_user).unwrap_or_else(|r| r.raise());
+        let candidate = Candidate {
+            org,
+            event_type,
+            quantity: quantity_f,
+            user,
+            pending: 0.0,
+            user_seen: false,
+        };
+        let admission =
+            quota::admit(client, &catalog, &plan, &candidate).unwrap_or_else(|r| r.raise());
         let mut accepted = Accepted::default();
-        accepted.push(id, &request, user, over_limit);
+        accepted.push(id, &request, user, admission.over_soft);
         accepted.write(client);
-        let answer = answer(client, &request, id, role, &statuses, over_limit);
+        let answer = answer(
+            client,
+            &request,
+            id,
+            role,
+            &admission.statuses,
+            admission.over_soft,
+        );
         json_result(client, &answer)
     })
 }
@@ -744,11 +616,12 @@ fn record_usage_batch(events: Option<RawJsonb>) -> RawJsonb {
         }
         let catalog = plan_catalog::get(client);
         let mut roles: HashMap<Uuid, Result<(Role, String), String>> = HashMap::new();
-        // Per (organization, event type): the limits with the usage counted so far.
-        let mut meters: HashMap<(Uuid, String), Vec<LimitStatus>> = HashMap::new();
+        // Per (organization, event type): what the batch's accepted events add, not written yet.
+        let mut pending: HashMap<(Uuid, String), f64> = HashMap::new();
+        let mut users_seen: std::collections::HashSet<(Uuid, String, Uuid)> = Default::default();
         let mut accepted = Accepted::default();
         let mut results: Vec<Value> = Vec::with_capacity(elements.len());
-        let mut answered: Vec<(usize, Request, Uuid, Role, bool)> = Vec::new();
+        let mut answered: Vec<(usize, Request, Uuid, Role, Admission)> = Vec::new();
         for (index, element) in elements.into_iter().enumerate() {
             let outcome = (|| -> Result<Option<Value>, Refusal> {
                 let r = request_from(client, index, element, &caller)?;
@@ -773,18 +646,18 @@ fn record_usage_batch(events: Option<RawJsonb>) -> RawJsonb {
                         return Ok(Some(jsonb_value(client, first)));
                     }
                 }
-                let statuses = meters
-                    .entry((r.org, r.event_type.clone()))
-                    .or_insert_with(|| limits_now(client, &catalog, &plan, r.org, &r.event_type));
-                let new_user = counts_a_new_user(client, statuses, r.org, &r.event_type, user)
-                    && !accepted
-                        .orgs
-                        .iter()
-                        .zip(&accepted.users)
-                        .zip(&accepted.types)
-                        .any(|((o, u), t)| *o == r.org && *u == user && *t == r.event_type);
-                let over_limit = match refuse_over_limit(statuses, r.quantity_f, new_user) {
-                    Ok(over) => over,
+                let meter = (r.org, r.event_type.clone());
+                let candidate = Candidate {
+                    org: r.org,
+                    event_type: &r.event_type,
+                    quantity: r.quantity_f,
+                    user,
+                    pending: pending.get(&meter).copied().unwrap_or(0.0),
+                    user_seen: user
+                        .is_some_and(|u| users_seen.contains(&(r.org, r.event_type.clone(), u))),
+                };
+                let admission = match quota::admit(client, &catalog, &plan, &candidate) {
+                    Ok(admission) => admission,
                     Err(refusal) => {
                         if let Some(key) = &r.key {
                             release_key(client, r.org, key);
@@ -792,11 +665,12 @@ fn record_usage_batch(events: Option<RawJsonb>) -> RawJsonb {
                         return Err(refusal);
                     }
                 };
-                for s in statuses.iter_mut() {
-                    s.usage += increase(s, r.quantity_f, new_user);
+                *pending.entry(meter).or_insert(0.0) += r.quantity_f;
+                if let Some(u) = user {
+                    users_seen.insert((r.org, r.event_type.clone(), u));
                 }
-                accepted.push(id, &r, user, over_limit);
-                answered.push((index, r, id, role, over_limit));
+                accepted.push(id, &r, user, admission.over_soft);
+                answered.push((index, r, id, role, admission));
                 Ok(None)
             })();
             results.push(match outcome {
@@ -809,9 +683,15 @@ fn record_usage_batch(events: Option<RawJsonb>) -> RawJsonb {
             });
         }
         accepted.write(client);
-        for (index, r, id, role, over_limit) in answered {
-            let statuses = &meters[&(r.org, r.event_type.clone())];
-            results[index] = answer(client, &r, id, role, statuses, over_limit);
+        for (index, r, id, role, admission) in answered {
+            results[index] = answer(
+                client,
+                &r,
+                id,
+                role,
+                &admission.statuses,
+                admission.over_soft,
+            );
         }
         json_result(client, &Value::Array(results))
     })
@@ -902,7 +782,6 @@ fn enforce_member_usage_limits<'a>(
         }
         let plan = spi::one::<String>(client, &EVENT_PLAN, &[org.into()], "reading the plan")
             .unwrap_or_else(|| "free".into());
-        let statuses = limits_now(client, &catalog, &plan, org, &event_type);
         // SAFETY: reads this backend's current command and transaction ids.
         let (command, transaction) = unsafe {
             (
@@ -924,26 +803,22 @@ fn enforce_member_usage_limits<'a>(
             }
             let tally = tally.as_mut().expect("just set");
             let key = (org, event_type.clone());
-            let earlier = tally.quantities.get(&key).copied().unwrap_or(0.0);
-            let new_user = match user {
-                Some(u) if !tally.users.contains(&(org, event_type.clone(), u)) => {
-                    counts_a_new_user(client, &statuses, org, &event_type, user)
-                }
-                _ => false,
+            let candidate = Candidate {
+                org,
+                event_type: &event_type,
+                quantity,
+                user,
+                pending: tally.quantities.get(&key).copied().unwrap_or(0.0),
+                user_seen: user
+                    .is_some_and(|u| tally.users.contains(&(org, event_type.clone(), u))),
             };
-            let mut statuses = statuses;
-            for s in statuses.iter_mut() {
-                if s.meter.measure == Measure::Sum {
-                    s.usage += earlier;
-                }
-            }
-            let over =
-                refuse_over_limit(&statuses, quantity, new_user).unwrap_or_else(|r| r.raise());
+            let admission =
+                quota::admit(client, &catalog, &plan, &candidate).unwrap_or_else(|r| r.raise());
             *tally.quantities.entry(key).or_insert(0.0) += quantity;
             if let Some(u) = user {
                 tally.users.insert((org, event_type.clone(), u));
             }
-            over
+            admission.over_soft
         })
     });
     let mut row = new.into_owned();

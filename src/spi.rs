@@ -76,6 +76,7 @@ pub mod types {
     pub const BOOL_ARRAY: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::BOOLARRAYOID);
     pub const INT4: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::INT4OID);
     pub const INT8: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::INT8OID);
+    pub const FLOAT8: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::FLOAT8OID);
 }
 
 /// Unwraps an SPI result. SPI errors that PostgreSQL raised (constraint violations and the

@@ -20,5 +20,6 @@ SELECT line FROM (
     UNION ALL SELECT 'usage_dirty_buckets ' || to_jsonb(x)::text FROM usage_dirty_buckets x
     UNION ALL SELECT 'usage_idempotency_keys ' || to_jsonb(x)::text FROM usage_idempotency_keys x
     UNION ALL SELECT 'usage_meter_locks ' || to_jsonb(x)::text FROM usage_meter_locks x
+    UNION ALL SELECT 'usage_meter_leases ' || to_jsonb(x)::text FROM usage_meter_leases x
     UNION ALL SELECT 'usage_counters ' || to_jsonb(x)::text FROM usage_counters x
 ) t ORDER BY line;
