@@ -307,8 +307,7 @@ SET members = (SELECT array_agg(m.user_id ORDER BY m.user_id) FROM organization_
                WHERE m.organization_id = t.org_id);
 
 -- n usage events over the last 12 months: half in the enterprise org, the rest spread out.
--- Inserted in batches of 500, as an ingest path would, through the live rollup trigger
--- (its statement-level work grows with the square of the batch size).
+-- Inserted in batches of 500, as an ingest path would, through the counting trigger.
 CREATE PROCEDURE bench.add_events(n int)
 LANGUAGE plpgsql
 AS $$
@@ -318,7 +317,7 @@ DECLARE
 BEGIN
     WHILE done < n LOOP
         b := least(500, n - done);
-        INSERT INTO usage_events (organization_id, user_id, event_type, quantity, created_at)
+        INSERT INTO usage_events (organization_id, user_id, event_type, quantity, occurred_at)
         SELECT t.org_id,
                t.members[1 + floor(s.r2 * cardinality(t.members))::int],
                e.event_type,
@@ -346,7 +345,12 @@ BEGIN
 END
 $$;
 
+-- Events of the last 12 months: the late-event window opens that far, partitions follow.
+UPDATE usage_settings SET late_event_window = interval '1 year', idempotency_key_retention = interval '1 year';
+SELECT create_usage_partitions() AS partitions_created \gset
 CALL bench.add_events(20000);
+-- As the scheduled job leaves it: counts folded into the rollups.
+SELECT aggregate_usage() IS NOT NULL AS folded \gset
 VACUUM ANALYZE;
 
 -- Workload arguments. 'mixed': every key, half on team organizations (as their members),
@@ -552,6 +556,7 @@ UPDATE bench.workloads SET workload = 'mixed keys @ 20k events' WHERE workload =
 
 \echo 'adding 180,000 events (10x)'
 CALL bench.add_events(180000);
+SELECT aggregate_usage() IS NOT NULL AS folded \gset
 VACUUM ANALYZE;
 
 \echo 'timing check_feature_access at 200,000 events'

@@ -49,6 +49,9 @@ DECLARE
     v_flags   jsonb;
     v_is_flag boolean;
     v_usage   float8;
+    v_measure text;
+    v_enforce text;
+    v_reason  text;
     v_uid     uuid;
     v_enabled boolean;
     answer    jsonb;
@@ -73,13 +76,16 @@ BEGIN
         END IF;
     END IF;
 
-    -- Everything the answer needs in one query; usage from the monthly rollup rows.
+    -- Everything the answer needs in one query; usage from the monthly rollup rows plus the
+    -- live counter rows not folded into them yet.
     SELECT
         m.role,
         p.plan,
         s.status,
         f.kind,
         f.usage_window,
+        f.usage_measure,
+        coalesce(pf.enforcement, 'hard'),
         pf.limit_value,
         fl.flags,
         EXISTS (SELECT 1 FROM plan_features x WHERE x.feature_key = 'features' AND x.flags ? check_feature_access.feature_key),
@@ -92,13 +98,22 @@ BEGIN
                    AND a.period = 'monthly'
                    AND (f.usage_window = 'lifetime'
                         OR a.period_start = date_trunc('month', now(), 'UTC')))
+                + (SELECT coalesce(sum(c.total_quantity), 0) FROM usage_counters c
+                   WHERE c.organization_id = org_id AND c.event_type = f.usage_event_type
+                     AND c.period = 'monthly'
+                     AND (f.usage_window = 'lifetime'
+                          OR c.period_start = date_trunc('month', now(), 'UTC')))
             WHEN 'unique_users' THEN
                 (SELECT coalesce(sum(a.unique_users), 0) FROM usage_aggregations a
                  WHERE a.organization_id = org_id AND a.event_type = f.usage_event_type
                    AND a.period = 'monthly'
                    AND a.period_start = date_trunc('month', now(), 'UTC'))::numeric
+                + (SELECT coalesce(sum(c.unique_users), 0) FROM usage_counters c
+                   WHERE c.organization_id = org_id AND c.event_type = f.usage_event_type
+                     AND c.period = 'monthly'
+                     AND c.period_start = date_trunc('month', now(), 'UTC'))::numeric
          END)::float8
-    INTO v_role, v_plan, v_status, v_kind, v_window, v_limit, v_flags, v_is_flag, v_usage
+    INTO v_role, v_plan, v_status, v_kind, v_window, v_measure, v_enforce, v_limit, v_flags, v_is_flag, v_usage
     FROM (SELECT) AS one
     LEFT JOIN org_subscriptions s ON s.organization_id = org_id
     CROSS JOIN LATERAL (SELECT coalesce(plan_in_effect(s.plan, s.status), 'free') AS plan) p
@@ -124,6 +139,13 @@ BEGIN
 
     IF v_kind = 'limit' THEN
         v_usage := coalesce(v_usage, 0);
+        -- Whether this user may do one more now, and if not why.
+        v_reason := CASE
+            WHEN v_limit IS NULL THEN 'not_granted'
+            WHEN v_measure = 'members' AND v_role NOT IN ('owner', 'admin') THEN 'role_cannot_add_members'
+            WHEN v_measure IN ('sum', 'unique_users') AND v_role = 'viewer' THEN 'role_cannot_record_usage'
+            WHEN v_limit <> -1 AND v_enforce = 'hard' AND v_usage >= v_limit THEN 'limit_reached'
+        END;
         RETURN answer || jsonb_build_object(
             'type', 'limit',
             'limit', v_limit,
@@ -133,9 +155,10 @@ BEGIN
             'remaining', CASE WHEN v_limit = -1 THEN NULL
                               WHEN v_limit IS NULL THEN 0
                               ELSE greatest(v_limit - v_usage, 0) END,
-            'allowed', CASE WHEN v_limit = -1 THEN true
-                            WHEN v_limit IS NULL THEN false
-                            ELSE v_usage < v_limit END,
+            'allowed', v_reason IS NULL,
+            'reason', v_reason,
+            'enforcement', v_enforce,
+            'over_limit', coalesce(v_limit <> -1 AND v_usage > v_limit, false),
             'window', coalesce(v_window, 'current'));
     ELSIF v_kind IS NOT NULL THEN
         -- The 'features' key itself: all of the plan's flags.

@@ -7,7 +7,8 @@
 #   SKIP_INSTALL=1 QUICK=1 bash scripts/bench_metering.sh   # installed build, short runs
 #
 # Settings (environment): SECONDS_PER_RUN (10), CLIENTS ("1 4 16"), ORGS (1000),
-# BIG_EVENTS (10000000: the size check_feature_access is measured at), ROUNDS (2).
+# BIG_EVENTS (10000000: the size check_feature_access is measured at), ROUNDS (2),
+# SECTIONS ("1 2 3 4 5 6 7": which parts to run).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 DB=saas_core_bench_metering
@@ -16,6 +17,8 @@ CLIENTS=${CLIENTS:-"1 4 16"}
 ORGS=${ORGS:-1000}
 BIG=${BIG_EVENTS:-10000000}
 ROUNDS=${ROUNDS:-2}
+SECTIONS=" ${SECTIONS:-1 2 3 4 5 6 7} "
+section() { [[ "$SECTIONS" == *" $1 "* ]]; }
 if [ "${QUICK:-0}" = "1" ]; then T=3; BIG=1000000; ROUNDS=1; fi
 PGB="$ROOT/bench/metering/pgbench"
 OUT="${TMPDIR:-/tmp}/saas_core_bench_metering"
@@ -56,6 +59,7 @@ measure() {
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 
+if section 1; then
 log "1. single-row ingestion, one INSERT per transaction (tps), as service_role"
 for scenario in hot spread; do
   orgs=1; [ "$scenario" = spread ] && orgs=$ORGS
@@ -71,42 +75,52 @@ for scenario in hot spread; do
     record "ingest $scenario c=$c: record_usage (hard limit, key)" "$rec tps" "$(ratio "$rec" "$keyed")x constrained+key, $(ratio "$rec" "$bare")x bare"
   done
 done
+fi
 
+sql "COPY (SELECT bench_metering.org_id(1 + g % $ORGS), bench_metering.user_id(1 + g % $ORGS), 'api_call', 1
+           FROM generate_series(1, 1000000) g) TO '$OUT/events_1m.csv'"
+if section 2; then
 log "2. batches: INSERT … SELECT of 10,000 rows, and COPY of 1,000,000 rows (seconds, median of 3)"
 for target in bench_metering.bare bench_metering.constrained usage_events; do
   secs=$(for i in 1 2 3; do sql "SELECT bench_metering.time_batch('$target', 10000, $ORGS)"; done | sort -n | sed -n 2p)
   record "batch 10k INSERT…SELECT: $target" "${secs}s" ""
 done
-sql "COPY (SELECT bench_metering.org_id(1 + g % $ORGS), bench_metering.user_id(1 + g % $ORGS), 'api_call', 1
-           FROM generate_series(1, 1000000) g) TO '$OUT/events_1m.csv'"
 for target in bench_metering.bare bench_metering.constrained usage_events; do
   sql "CHECKPOINT" >/dev/null
   secs=$(sql "SELECT bench_metering.time_copy('$target', '$OUT/events_1m.csv')")
   record "COPY 1M: $target" "${secs}s" ""
 done
 
-log "3. aggregate_usage(): folding what was written vs the hand-written INSERT … SELECT … GROUP BY … ON CONFLICT"
-# Everything so far is unfolded in usage_events; the constrained copy holds about as many rows.
-# The two hold different numbers of events: compared per million events.
-n_fold=$(sql "SELECT count(*) FROM usage_events WHERE seq > (SELECT folded_through FROM usage_rollup_state)")
-n_hand=$(sql "SELECT count(*) FROM bench_metering.constrained")
-sql "CHECKPOINT" >/dev/null
-fold=$(sql "SELECT extract(epoch FROM clock_timestamp() - t0) FROM (SELECT clock_timestamp() AS t0) s, LATERAL (SELECT aggregate_usage()) f")
-sql "CHECKPOINT" >/dev/null
-hand=$(sql "SELECT extract(epoch FROM clock_timestamp() - t0) FROM (SELECT clock_timestamp() AS t0) s, LATERAL (SELECT bench_metering.hand_rollup('-infinity')) f")
-fold_m=$(awk -v s="$fold" -v n="$n_fold" 'BEGIN {printf "%.2f", s * 1e6 / n}')
-hand_m=$(awk -v s="$hand" -v n="$n_hand" 'BEGIN {printf "%.2f", s * 1e6 / n}')
-record "fold everything ($n_fold events): aggregate_usage()" "${fold_m}s per 1M events" "$(ratio "$fold_m" "$hand_m")x hand SQL"
-record "fold everything ($n_hand events): hand INSERT…SELECT…GROUP BY…ON CONFLICT" "${hand_m}s per 1M events" ""
-# Incremental: 10,000 new events on top of everything folded.
-sql "SELECT bench_metering.time_batch('usage_events', 10000, $ORGS)" >/dev/null
-since=$(sql "SELECT now()")
-sql "SELECT bench_metering.time_batch('bench_metering.constrained', 10000, $ORGS)" >/dev/null
-fold=$(sql "SELECT extract(epoch FROM clock_timestamp() - t0) FROM (SELECT clock_timestamp() AS t0) s, LATERAL (SELECT aggregate_usage()) f")
-hand=$(sql "SELECT extract(epoch FROM clock_timestamp() - t0) FROM (SELECT clock_timestamp() AS t0) s, LATERAL (SELECT bench_metering.hand_rollup('$since')) f")
-record "fold 10k new events (log of $(sql "SELECT count(*) FROM usage_events")): aggregate_usage()" "${fold}s" "$(ratio "$fold" "$hand")x hand SQL"
-record "fold 10k new events: hand SQL over the same window" "${hand}s" ""
+fi
 
+if section 3; then
+log "3. aggregate_usage(): the scheduled fold, and a whole-month recompute, vs the hand-written rollup"
+# The same 100,000 new events in both tables, spread over the organizations.
+sql "SELECT aggregate_usage()" >/dev/null
+since=$(sql "SELECT now()")
+sql "SELECT bench_metering.time_batch('usage_events', 100000, $ORGS)" >/dev/null
+sql "SELECT bench_metering.time_batch('bench_metering.constrained', 100000, $ORGS)" >/dev/null
+sql "CHECKPOINT" >/dev/null
+rows=$(sql "SELECT count(*) FROM usage_counters")
+fold=$(sql "SELECT extract(epoch FROM clock_timestamp() - t0) FROM (SELECT clock_timestamp() AS t0) s, LATERAL (SELECT aggregate_usage()) f")
+sql "CHECKPOINT" >/dev/null
+hand=$(sql "SELECT extract(epoch FROM clock_timestamp() - t0) FROM (SELECT clock_timestamp() AS t0) s, LATERAL (SELECT bench_metering.hand_rollup('$since')) f")
+record "fold after 100k new events ($rows counter rows): aggregate_usage()" "${fold}s" "$(ratio "$fold" "$hand")x hand SQL"
+record "hand INSERT…SELECT…GROUP BY…ON CONFLICT over the same 100k events" "${hand}s" ""
+# Whole: this month recomputed from every event, against the hand SQL over the same events.
+n_month=$(sql "SELECT count(*) FROM usage_events WHERE occurred_at >= usage_bucket_start('monthly', now())")
+n_hand=$(sql "SELECT count(*) FROM bench_metering.constrained WHERE created_at >= usage_bucket_start('monthly', now())")
+sql "CHECKPOINT" >/dev/null
+whole=$(sql "SELECT extract(epoch FROM clock_timestamp() - t0) FROM (SELECT clock_timestamp() AS t0) s, LATERAL (SELECT aggregate_usage('monthly', now(), now() + interval '1 second')) f")
+sql "TRUNCATE bench_metering.hand_rollups; CHECKPOINT" >/dev/null
+hand=$(sql "SELECT extract(epoch FROM clock_timestamp() - t0) FROM (SELECT clock_timestamp() AS t0) s, LATERAL (SELECT bench_metering.hand_rollup(usage_bucket_start('monthly', now()))) f")
+whole_m=$(awk -v s="$whole" -v n="$n_month" 'BEGIN {printf "%.2f", s * 1e6 / n}')
+hand_m=$(awk -v s="$hand" -v n="$n_hand" 'BEGIN {printf "%.2f", s * 1e6 / n}')
+record "recompute this month ($n_month events): aggregate_usage(period, from, to)" "${whole_m}s per 1M events" "$(ratio "$whole_m" "$hand_m")x hand SQL"
+record "hand INSERT…SELECT…GROUP BY…ON CONFLICT, this month ($n_hand events)" "${hand_m}s per 1M events" ""
+fi
+
+if section 4; then
 log "4. insert latency while aggregate_usage recomputes this month (4 writers)"
 latency() {  # latency LABEL: p99 and max (ms) of a 4-client run of single inserts
   rm -f "$OUT"/pgbench_log.*
@@ -122,6 +136,7 @@ recompute_pid=$!
 during=$(latency recompute)
 wait $recompute_pid
 record "inserts while this month is recomputed twice, then folded" "$during" "recompute wrote $(cat "$OUT/recompute_1") rows"
+fi
 
 log "5. check_feature_access vs the bare prepared query reading the same rows (tps, service_role)"
 cfa_round() {  # cfa_round LABEL
@@ -131,10 +146,18 @@ cfa_round() {  # cfa_round LABEL
     record "check_feature_access c=$c @ $1" "$cfa tps" "$(ratio "$cfa" "$bare")x bare query ($bare tps)"
   done
 }
+if section 5; then
 sql "SELECT aggregate_usage()" >/dev/null
 cfa_round "$(sql "SELECT count(*) FROM usage_events") events"
+fi
 
+if section 6; then
 log "6. RLS-only reads vs explicitly filtered reads (tps, 1 client)"
+# At least 1M events, spread over the organizations (1,000 each at the default 1,000 orgs).
+if [ "$(sql "SELECT count(*) FROM usage_events")" -lt 1000000 ]; then
+  sql "COPY usage_events (organization_id, user_id, event_type, quantity) FROM '$OUT/events_1m.csv'"
+fi
+sql "VACUUM ANALYZE" >/dev/null
 # Organization 2's owner: its events came from the spread runs, the batches and the COPY.
 member="$(sql "SELECT bench_metering.user_id(2)")"
 rls_ev=$(PGB_OPTIONS="-c request.jwt.claim.sub=$member" measure rls rls_events.sql 1 1 authenticated)
@@ -146,7 +169,9 @@ record "member SELECT … FROM usage_events (RLS only) @ $n_ev" "$rls_ev tps" "$
 record "superuser SELECT … WHERE organization_id = … @ $n_ev" "$flt_ev tps" ""
 record "member SELECT … FROM usage_aggregations (RLS only)" "$rls_ro tps" "$(ratio "$flt_ro" "$rls_ro")x the filtered read's time"
 record "superuser SELECT … FROM usage_aggregations WHERE organization_id = …" "$flt_ro tps" ""
+fi
 
+if section 7; then
 log "7. check_feature_access at $BIG events"
 have=$(sql "SELECT count(*) FROM usage_events")
 while [ "$have" -lt "$BIG" ]; do
@@ -158,6 +183,7 @@ sql "VACUUM ANALYZE" >/dev/null
 # A tail of unfolded events, as between two scheduled folds.
 sql "SELECT bench_metering.time_batch('usage_events', 10000, $ORGS)" >/dev/null
 cfa_round "$(sql "SELECT count(*) FROM usage_events") events"
+fi
 
 log "results ($RESULTS)"
 column -t -s $'\t' "$RESULTS"
