@@ -111,6 +111,10 @@ CREATE TRIGGER enforce_member_usage_limits
     BEFORE INSERT ON @extschema@.usage_events
     FOR EACH ROW WHEN (NOT @extschema@.usage_writer_is_trusted())
     EXECUTE FUNCTION @extschema@.enforce_member_usage_limits();
+CREATE TRIGGER start_member_usage_tally
+    BEFORE INSERT ON @extschema@.usage_events
+    FOR EACH STATEMENT WHEN (NOT @extschema@.usage_writer_is_trusted())
+    EXECUTE FUNCTION @extschema@.start_member_usage_tally();
 
 REVOKE ALL ON @extschema@.usage_idempotency_keys, @extschema@.usage_meter_locks, @extschema@.usage_meter_leases
     FROM PUBLIC, anon, authenticated, service_role;
@@ -130,6 +134,7 @@ ALTER FUNCTION @extschema@.enforce_member_usage_limits()
 REVOKE ALL ON FUNCTION @extschema@.check_usage_event_time() FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.deduplicate_usage_event() FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.enforce_member_usage_limits() FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.start_member_usage_tally() FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.usage_writer_is_trusted() FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION @extschema@.usage_writer_is_trusted() TO authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.record_usage(uuid, text, numeric, text, timestamptz, jsonb, uuid)

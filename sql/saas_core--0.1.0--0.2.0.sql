@@ -215,6 +215,10 @@ CREATE FUNCTION @extschema@."enforce_member_usage_limits"() RETURNS TRIGGER
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'enforce_member_usage_limits_wrapper';
 
+CREATE FUNCTION @extschema@."start_member_usage_tally"() RETURNS TRIGGER
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'start_member_usage_tally_wrapper';
+
 -- Changed implementations, now bound to their 0.2.0 symbols.
 CREATE OR REPLACE FUNCTION @extschema@."sync_auth_users"() RETURNS bigint
 STRICT VOLATILE SECURITY DEFINER
@@ -955,6 +959,10 @@ CREATE TRIGGER enforce_member_usage_limits
     BEFORE INSERT ON @extschema@.usage_events
     FOR EACH ROW WHEN (NOT @extschema@.usage_writer_is_trusted())
     EXECUTE FUNCTION @extschema@.enforce_member_usage_limits();
+CREATE TRIGGER start_member_usage_tally
+    BEFORE INSERT ON @extschema@.usage_events
+    FOR EACH STATEMENT WHEN (NOT @extschema@.usage_writer_is_trusted())
+    EXECUTE FUNCTION @extschema@.start_member_usage_tally();
 
 REVOKE ALL ON @extschema@.usage_idempotency_keys, @extschema@.usage_meter_locks, @extschema@.usage_meter_leases
     FROM PUBLIC, anon, authenticated, service_role;
@@ -974,6 +982,7 @@ ALTER FUNCTION @extschema@.enforce_member_usage_limits()
 REVOKE ALL ON FUNCTION @extschema@.check_usage_event_time() FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.deduplicate_usage_event() FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.enforce_member_usage_limits() FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.start_member_usage_tally() FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.usage_writer_is_trusted() FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION @extschema@.usage_writer_is_trusted() TO authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.record_usage(uuid, text, numeric, text, timestamptz, jsonb, uuid)

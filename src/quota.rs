@@ -222,6 +222,9 @@ pub fn admit<'c>(
         }
         let more = increase(meter.measure, event.quantity, new_user.unwrap_or(false));
         let monthly = meter.window == Window::Month;
+        // The usage this event is checked against and answered with: read once, after the
+        // meter's turn or lease (a lease holder need not read it to be admitted).
+        let mut usage: Option<f64> = None;
         match (limit, enforcement) {
             (Limit::NotGranted, _) if more > 0.0 => return Err(Refusal::not_granted(key)),
             (Limit::Capped(n), Enforcement::Hard) if more > 0.0 => {
@@ -250,28 +253,25 @@ pub fn admit<'c>(
                         turn_taken = true;
                     }
                     if meter.measure == Measure::UniqueUsers {
-                        let usage = meters::usage(client, event.org, meter) + event.pending;
-                        if usage + more > n as f64 {
-                            return Err(Refusal::limit_reached(key, n, usage, more));
+                        let now = meters::usage(client, event.org, meter);
+                        if now + event.pending + more > n as f64 {
+                            return Err(Refusal::limit_reached(key, n, now + event.pending, more));
                         }
+                        usage = Some(now);
                     } else {
                         grant(client, event, key, meter, n, more, monthly)?;
                     }
                 }
             }
             (Limit::Capped(n), Enforcement::Soft) if more > 0.0 => {
-                let usage = meters::usage(client, event.org, meter) + event.pending;
-                over_soft |= usage + more > n as f64;
+                let now = meters::usage(client, event.org, meter);
+                over_soft |= now + event.pending + more > n as f64;
+                usage = Some(now);
             }
             _ => {}
         }
-        statuses.push(LimitStatus::of(
-            catalog,
-            plan,
-            key,
-            meter,
-            meters::usage(client, event.org, meter),
-        ));
+        let usage = usage.unwrap_or_else(|| meters::usage(client, event.org, meter));
+        statuses.push(LimitStatus::of(catalog, plan, key, meter, usage));
     }
     Ok(Admission {
         statuses,

@@ -29,6 +29,7 @@ pgrx::extension_sql_file!(
         record_usage,
         record_usage_batch,
         enforce_member_usage_limits,
+        start_member_usage_tally,
         usage_writer_is_trusted,
     ]
 );
@@ -742,16 +743,27 @@ static EVENT_PLAN: Statement = Statement::read(
 );
 
 /// What the rows of the current INSERT statement (not counted yet: the statement trigger
-/// counts them at its end) added to each meter so far, and the users they brought.
+/// counts them at its end) added to each meter so far, and the users they brought. Started
+/// afresh by `start_member_usage_tally` before each member INSERT: the row trigger's own writes
+/// advance the command counter between rows, so no id the rows share names the statement.
+#[derive(Default)]
 struct StatementTally {
-    command: pg_sys::CommandId,
-    transaction: pg_sys::TransactionId,
     quantities: HashMap<(Uuid, String), f64>,
     users: std::collections::HashSet<(Uuid, String, Uuid)>,
 }
 
 thread_local! {
-    static TALLY: std::cell::RefCell<Option<StatementTally>> = const { std::cell::RefCell::new(None) };
+    static TALLY: std::cell::RefCell<StatementTally> = std::cell::RefCell::new(StatementTally::default());
+}
+
+/// `start_member_usage_tally`: BEFORE INSERT ON usage_events FOR EACH STATEMENT, for writers
+/// that are not trusted. A statement's rows are admitted against what its earlier rows took.
+#[pg_trigger]
+fn start_member_usage_tally<'a>(
+    _trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, pgrx::datum::TryFromDatumError> {
+    TALLY.with(|tally| *tally.borrow_mut() = StatementTally::default());
+    Ok(None)
 }
 
 /// `enforce_member_usage_limits`: BEFORE INSERT ON usage_events FOR EACH ROW, for writers that
@@ -782,26 +794,8 @@ fn enforce_member_usage_limits<'a>(
         }
         let plan = spi::one::<String>(client, &EVENT_PLAN, &[org.into()], "reading the plan")
             .unwrap_or_else(|| "free".into());
-        // SAFETY: reads this backend's current command and transaction ids.
-        let (command, transaction) = unsafe {
-            (
-                pg_sys::GetCurrentCommandId(false),
-                pg_sys::GetCurrentTransactionIdIfAny(),
-            )
-        };
         TALLY.with(|tally| {
             let mut tally = tally.borrow_mut();
-            let fresh =
-                !matches!(&*tally, Some(t) if t.command == command && t.transaction == transaction);
-            if fresh {
-                *tally = Some(StatementTally {
-                    command,
-                    transaction,
-                    quantities: HashMap::new(),
-                    users: Default::default(),
-                });
-            }
-            let tally = tally.as_mut().expect("just set");
             let key = (org, event_type.clone());
             let candidate = Candidate {
                 org,

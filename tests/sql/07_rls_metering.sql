@@ -3,7 +3,7 @@
 -- folds them into the rollups members read.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(35);
+SELECT plan(49);
 
 \set o '00000000-0000-4000-8000-000000000701'
 \set m '00000000-0000-4000-8000-000000000702'
@@ -92,6 +92,17 @@ SELECT throws_ok($$ UPDATE usage_aggregations SET total_quantity = 0 $$,
                  '42501', 'permission denied for table usage_aggregations', 'member cannot UPDATE usage_aggregations');
 SELECT throws_ok($$ DELETE FROM usage_aggregations $$,
                  '42501', 'permission denied for table usage_aggregations', 'member cannot DELETE usage_aggregations');
+-- Metering's own state is nobody's but the service role's to read, and nobody's to write.
+SELECT throws_ok(format($$ SELECT 1 FROM %s $$, t), '42501', format('permission denied for table %s', t),
+                 format('member cannot read %s', t))
+FROM unnest(ARRAY['usage_counters', 'usage_meter_leases', 'usage_meter_locks', 'usage_idempotency_keys',
+                  'usage_active_users', 'usage_dirty_buckets', 'usage_rollup_state', 'usage_settings']) AS t;
+SELECT throws_ok(format($$ INSERT INTO usage_counters (organization_id, event_type, period, period_start, writer, total_quantity)
+                           VALUES (%L, 'api_call', 'monthly', usage_bucket_start('monthly', now()), 0, -1000) $$, :'t'),
+                 '42501', 'permission denied for table usage_counters', 'member cannot lower their own counters');
+SELECT throws_ok(format($$ INSERT INTO usage_meter_leases (organization_id, feature_key, writer, window_start, limit_value, granted, used)
+                           VALUES (%L, 'max_api_calls_per_month', 0, '-infinity', 1, 1e9, 0) $$, :'t'),
+                 '42501', 'permission denied for table usage_meter_leases', 'member cannot grant themself a lease');
 
 -- ================================================================ viewer
 RESET ROLE;
@@ -124,6 +135,8 @@ SELECT throws_ok(format($$ INSERT INTO usage_events (organization_id, event_type
                  '42501', 'permission denied for table usage_events', 'anon cannot record events');
 SELECT throws_ok($$ SELECT 1 FROM usage_aggregations $$, '42501', 'permission denied for table usage_aggregations',
                  'anon cannot read usage_aggregations');
+SELECT throws_ok($$ SELECT 1 FROM usage_counters $$, '42501', 'permission denied for table usage_counters',
+                 'anon cannot read usage_counters');
 
 -- ================================================================ service role corrections
 RESET ROLE;
@@ -136,6 +149,13 @@ SELECT is((check_feature_access(:'m', 'max_api_calls_per_month', :'t') ->> 'usag
           'the correction lowers usage by 2');
 SELECT throws_ok(format($$ INSERT INTO usage_events (organization_id, event_type, quantity) VALUES (%L, 'api_call', 0) $$, :'t'),
                  '23514', NULL, 'a zero quantity is rejected even for the service role');
+SELECT cmp_ok((SELECT count(*) FROM usage_counters WHERE organization_id = :'t')::int, '>', 0,
+              'service_role reads the live counters');
+SELECT throws_ok($$ UPDATE usage_counters SET total_quantity = 0 $$, '42501',
+                 'permission denied for table usage_counters',
+                 'service_role cannot edit counters: they follow the events (correct events instead)');
+SELECT throws_ok($$ UPDATE usage_meter_leases SET granted = 0 $$, '42501',
+                 'permission denied for table usage_meter_leases', 'service_role cannot edit leases');
 
 -- ================================================================ what is stored (as postgres)
 RESET ROLE;

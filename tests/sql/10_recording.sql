@@ -3,7 +3,7 @@
 -- (also for direct INSERTs), event time and the late-event window, get_usage_summary.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(82);
+SELECT plan(85);
 
 \set o '00000000-0000-4000-8000-000000001001'
 \set m '00000000-0000-4000-8000-000000001002'
@@ -204,6 +204,16 @@ UPDATE plan_features SET limit_value = 10 WHERE plan = 'business' AND feature_ke
 SET LOCAL ROLE authenticated;
 SELECT is(record_usage(:'t', 'automation_run', 1, 'req-4') ->> 'recorded', 'true',
           'a key refused earlier (over the limit) is free to record later');
+-- A multi-row INSERT is admitted row by row against what its earlier rows took: 4 of 10 used,
+-- 7 more would make 11.
+SELECT throws_ok(format($$ INSERT INTO usage_events (organization_id, event_type)
+                           SELECT %L, 'automation_run' FROM generate_series(1, 7) $$, :'t'),
+                 '54000', NULL, 'a member''s 7-row INSERT that would pass the hard limit is refused whole');
+SELECT lives_ok(format($$ INSERT INTO usage_events (organization_id, event_type)
+                          SELECT %L, 'automation_run' FROM generate_series(1, 6) $$, :'t'),
+                'a 6-row INSERT that reaches the limit exactly is recorded');
+SELECT is(check_feature_access(:'m', 'max_automations', :'t') ->> 'usage', '10',
+          'usage is exactly the limit: the refused statement left nothing');
 
 -- ================================================================ anon
 RESET ROLE;
