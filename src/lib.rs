@@ -8,6 +8,7 @@
 mod auth_context;
 mod backup;
 mod billing;
+mod counting;
 mod entitlements;
 mod errors;
 mod identity;

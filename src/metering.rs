@@ -1,6 +1,6 @@
 //! Metering: usage events and their daily/monthly rollups (sql/metering.sql).
 //!
-//! Counting happens as events are written: an INSERT's statement trigger adds its events to
+//! Counting happens as events are written (src/counting.rs): an INSERT's triggers add its events to
 //! `usage_counters`, in one row per bucket and writing backend (`usage_writer()`), so writers
 //! of one organization never update the same row and never queue behind each other's commit.
 //! Readers add `usage_counters` to the `usage_aggregations` rows: exact at once, and flat in
@@ -14,6 +14,8 @@ use pgrx::{JsonB, Uuid};
 use serde_json::json;
 
 use crate::auth_context;
+#[allow(unused_imports)] // named in `requires` below
+use crate::counting::{count_usage_events, forget_active_users, tally_usage_event};
 use crate::errors;
 use crate::spi::{self, types, Expect, Statement};
 
@@ -24,7 +26,10 @@ pgrx::extension_sql_file!(
         "entitlements",
         recompute_usage_rollups,
         fold_usage,
-        usage_writer
+        usage_writer,
+        tally_usage_event,
+        count_usage_events,
+        forget_active_users
     ]
 );
 

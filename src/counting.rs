@@ -1,0 +1,537 @@
+//! Counting at write: every event INSERTed into `usage_events` is added to `usage_counters`
+//! (and its user to `usage_active_users`) before its statement ends, in the same transaction.
+//!
+//! `tally_usage_event` (AFTER INSERT, FOR EACH ROW) notes each event in backend memory, which
+//! costs nothing but a push; `count_usage_events` (AFTER INSERT, FOR EACH STATEMENT) writes the
+//! statement's events in one statement: a single event (an API server's INSERT per request)
+//! through a small prepared upsert, several through one grouped upsert. Every 10,000 events a
+//! long COPY writes what it has, so memory stays bounded. Both triggers run as the caller;
+//! writing the counters is done as the owner of `usage_counters`, with `search_path` pinned as
+//! a SECURITY DEFINER function would (members cannot write counter rows themselves).
+//!
+//! Notes not written yet belong to the (sub)transaction that inserted their rows: an aborted
+//! subtransaction takes its notes along (`on_subxact_event`), an aborted transaction all.
+//!
+//! Distinct users: `usage_active_users` decides who is new to a bucket. A backend remembers the
+//! users it saw counted there once its transaction commits, and their next events in the same
+//! buckets skip that probe (most events come from users already active today). Any DELETE or
+//! TRUNCATE of `usage_active_users` (recounts, retention, an organization's deletion) makes
+//! every backend forget, through a relcache invalidation, so a removed row is probed again.
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::ffi::CString;
+
+use pgrx::prelude::*;
+use pgrx::{AnyNumeric, Uuid};
+
+use crate::errors;
+use crate::spi::{self, types, Statement};
+
+/// How many noted events a statement holds before writing them (a long COPY or INSERT … SELECT).
+const WRITE_EVERY: usize = 10_000;
+
+/// An inserted event not counted yet, and the subtransaction that inserted it.
+struct NotedEvent {
+    org: Uuid,
+    event_type: String,
+    user: Option<Uuid>,
+    quantity: AnyNumeric,
+    occurred_at: TimestampWithTimeZone,
+    subxact: pg_sys::SubTransactionId,
+}
+
+/// A user known to be counted in both buckets (daily, monthly) of an organization's meter:
+/// the buckets' bounds, [start, end) in microseconds.
+type ActiveUserKey = (Uuid, String, Uuid);
+type BucketBounds = Vec<(i64, i64)>;
+
+/// How many known active users a backend remembers before starting afresh.
+const KNOWN_USERS_CAP: usize = 65_536;
+
+thread_local! {
+    static NOTED: RefCell<Vec<NotedEvent>> = const { RefCell::new(Vec::new()) };
+    static CALLBACKS_REGISTERED: Cell<bool> = const { Cell::new(false) };
+    /// The role that owns the counters, the search_path it writes them with, and the oid of
+    /// usage_active_users (whose invalidations drop KNOWN_USERS).
+    static WRITER: RefCell<Option<Writer>> = const { RefCell::new(None) };
+    /// Users whose rows in usage_active_users this backend saw committed: their next events in
+    /// the same buckets skip the probe. Dropped whenever any row of that table is deleted
+    /// (`forget_active_users` queues a relcache invalidation that reaches every backend).
+    static KNOWN_USERS: RefCell<HashMap<ActiveUserKey, BucketBounds>> = RefCell::new(HashMap::new());
+    /// Known once the current transaction commits.
+    static KNOWN_AT_COMMIT: RefCell<Vec<(ActiveUserKey, BucketBounds)>> = const { RefCell::new(Vec::new()) };
+}
+
+#[derive(Clone)]
+struct Writer {
+    owner: pg_sys::Oid,
+    search_path: CString,
+    active_users: pg_sys::Oid,
+}
+
+/// One event: its two buckets' counter rows, and its user in both buckets if new there.
+static COUNT_ONE: Statement = Statement::write(
+    "WITH bucket AS (
+         SELECT p.period, usage_bucket_start(p.period, $5) AS period_start
+         FROM (VALUES ('daily'), ('monthly')) AS p (period)
+     ), new_user AS (
+         INSERT INTO usage_active_users (organization_id, event_type, period, period_start, user_id)
+         SELECT $1, $2, b.period, b.period_start, $3 FROM bucket b WHERE $3 IS NOT NULL
+         ON CONFLICT DO NOTHING
+         RETURNING period
+     )
+     INSERT INTO usage_counters AS c
+         (organization_id, event_type, period, period_start, writer, total_quantity, event_count, unique_users)
+     SELECT $1, $2, b.period, b.period_start, usage_writer(), $4, 1,
+            (SELECT count(*) FROM new_user n WHERE n.period = b.period)
+     FROM bucket b
+     ON CONFLICT (organization_id, event_type, period, period_start, writer) DO UPDATE
+         SET total_quantity = c.total_quantity + excluded.total_quantity,
+             event_count    = c.event_count + excluded.event_count,
+             unique_users   = c.unique_users + excluded.unique_users
+     RETURNING c.period_start, usage_bucket_end(c.period, c.period_start)",
+    &[
+        types::UUID,
+        types::TEXT,
+        types::UUID,
+        types::NUMERIC,
+        types::TIMESTAMPTZ,
+    ],
+);
+
+/// One event whose user is known in both buckets, or who has none: its counter rows only.
+static COUNT_ONE_KNOWN: Statement = Statement::write(
+    "INSERT INTO usage_counters AS c
+         (organization_id, event_type, period, period_start, writer, total_quantity, event_count, unique_users)
+     SELECT $1, $2, p.period, usage_bucket_start(p.period, $4), usage_writer(), $3, 1, 0
+     FROM (VALUES ('daily'), ('monthly')) AS p (period)
+     ON CONFLICT (organization_id, event_type, period, period_start, writer) DO UPDATE
+         SET total_quantity = c.total_quantity + excluded.total_quantity,
+             event_count    = c.event_count + excluded.event_count",
+    &[types::UUID, types::TEXT, types::NUMERIC, types::TIMESTAMPTZ],
+);
+
+/// Many events: per bucket the quantities, the events and the users new to the bucket.
+static COUNT_MANY: Statement = Statement::write(
+    "WITH ev AS (
+         SELECT n.organization_id, n.event_type, n.user_id, n.quantity, p.period,
+                usage_bucket_start(p.period, n.occurred_at) AS period_start
+         FROM unnest($1, $2, $3, $4, $5) AS n (organization_id, event_type, user_id, quantity, occurred_at)
+         CROSS JOIN (VALUES ('daily'), ('monthly')) AS p (period)
+     ), new_users AS (
+         INSERT INTO usage_active_users (organization_id, event_type, period, period_start, user_id)
+         SELECT DISTINCT organization_id, event_type, period, period_start, user_id FROM ev
+         WHERE user_id IS NOT NULL
+         ON CONFLICT DO NOTHING
+         RETURNING organization_id, event_type, period, period_start
+     ), users_per_bucket AS (
+         SELECT organization_id, event_type, period, period_start, count(*) AS users
+         FROM new_users GROUP BY 1, 2, 3, 4
+     ), sums AS (
+         SELECT organization_id, event_type, period, period_start, sum(quantity) AS quantity, count(*) AS events
+         FROM ev GROUP BY 1, 2, 3, 4
+     )
+     INSERT INTO usage_counters AS c
+         (organization_id, event_type, period, period_start, writer, total_quantity, event_count, unique_users)
+     SELECT s.organization_id, s.event_type, s.period, s.period_start, usage_writer(),
+            s.quantity, s.events, coalesce(u.users, 0)
+     FROM sums s LEFT JOIN users_per_bucket u USING (organization_id, event_type, period, period_start)
+     ON CONFLICT (organization_id, event_type, period, period_start, writer) DO UPDATE
+         SET total_quantity = c.total_quantity + excluded.total_quantity,
+             event_count    = c.event_count + excluded.event_count,
+             unique_users   = c.unique_users + excluded.unique_users",
+    &[
+        types::UUID_ARRAY,
+        types::TEXT_ARRAY,
+        types::UUID_ARRAY,
+        types::NUMERIC_ARRAY,
+        types::TIMESTAMPTZ_ARRAY,
+    ],
+);
+
+/// `tally_usage_event`: AFTER INSERT ON usage_events FOR EACH ROW. Notes the event for its
+/// statement's `count_usage_events`. A restore loads counters as they were: nothing to count.
+#[pg_trigger]
+pub fn tally_usage_event<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, pgrx::datum::TryFromDatumError> {
+    if crate::backup::restore_in_progress() {
+        return Ok(None);
+    }
+    let Some(new) = trigger.new() else {
+        errors::invalid_parameter("tally_usage_event() must be a row-level INSERT trigger")
+    };
+    register_callbacks();
+    let event = NotedEvent {
+        org: errors::required(new.get_by_name("organization_id")?, "organization_id"),
+        event_type: errors::required(new.get_by_name("event_type")?, "event_type"),
+        user: new.get_by_name("user_id")?,
+        quantity: errors::required(new.get_by_name("quantity")?, "quantity"),
+        occurred_at: errors::required(new.get_by_name("occurred_at")?, "occurred_at"),
+        // SAFETY: reads the backend's current subtransaction id.
+        subxact: unsafe { pg_sys::GetCurrentSubTransactionId() },
+    };
+    let full = NOTED.with(|noted| {
+        let mut noted = noted.borrow_mut();
+        noted.push(event);
+        noted.len() >= WRITE_EVERY
+    });
+    if full {
+        write_noted_events();
+    }
+    Ok(None)
+}
+
+/// `count_usage_events`: AFTER INSERT ON usage_events FOR EACH STATEMENT. Writes the events
+/// the statement's rows noted into their counter rows.
+#[pg_trigger]
+pub fn count_usage_events<'a>(
+    _trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, pgrx::datum::TryFromDatumError> {
+    write_noted_events();
+    Ok(None)
+}
+
+/// Counts a single event; remembers its user as known in its buckets once this commits.
+fn count_one(client: &mut pgrx::spi::SpiClient<'_>, event: &NotedEvent) {
+    let at = event.occurred_at.into_inner();
+    let key = event.user.map(|u| (event.org, event.event_type.clone(), u));
+    let known = key.as_ref().is_none_or(|key| {
+        KNOWN_USERS.with(|k| {
+            k.borrow()
+                .get(key)
+                .is_some_and(|b| b.iter().all(|(start, end)| *start <= at && at < *end))
+        })
+    });
+    if known {
+        spi::run(
+            client,
+            &COUNT_ONE_KNOWN,
+            &[
+                event.org.into(),
+                event.event_type.clone().into(),
+                event.quantity.clone().into(),
+                event.occurred_at.into(),
+            ],
+            "counting a usage event",
+        );
+        return;
+    }
+    let buckets = client
+        .update(
+            COUNT_ONE.prepared(client),
+            None,
+            &[
+                event.org.into(),
+                event.event_type.clone().into(),
+                event.user.into(),
+                event.quantity.clone().into(),
+                event.occurred_at.into(),
+            ],
+        )
+        .unwrap_or_else(|e| errors::internal("counting a usage event", e));
+    let bounds: BucketBounds = buckets
+        .filter_map(|row| {
+            let start = row.get::<TimestampWithTimeZone>(1).ok().flatten()?;
+            let end = row.get::<TimestampWithTimeZone>(2).ok().flatten()?;
+            Some((start.into_inner(), end.into_inner()))
+        })
+        .collect();
+    if let (Some(key), 2) = (key, bounds.len()) {
+        KNOWN_AT_COMMIT.with(|k| k.borrow_mut().push((key, bounds)));
+    }
+}
+
+fn write_noted_events() {
+    let events = NOTED.with(|noted| std::mem::take(&mut *noted.borrow_mut()));
+    if events.is_empty() {
+        return;
+    }
+    as_counter_owner(|| {
+        Spi::connect_mut(|client| match events.as_slice() {
+            [one] => count_one(client, one),
+            many => {
+                let mut orgs = Vec::with_capacity(many.len());
+                let mut types_ = Vec::with_capacity(many.len());
+                let mut users = Vec::with_capacity(many.len());
+                let mut quantities = Vec::with_capacity(many.len());
+                let mut times = Vec::with_capacity(many.len());
+                for e in many {
+                    orgs.push(e.org);
+                    types_.push(e.event_type.clone());
+                    users.push(e.user);
+                    quantities.push(e.quantity.clone());
+                    times.push(e.occurred_at);
+                }
+                spi::run(
+                    client,
+                    &COUNT_MANY,
+                    &[
+                        orgs.into(),
+                        types_.into(),
+                        users.into(),
+                        quantities.into(),
+                        times.into(),
+                    ],
+                    "counting usage events",
+                );
+            }
+        })
+    });
+}
+
+/// Runs `f` as the owner of `usage_counters` with `search_path = pg_catalog, <its schema>,
+/// pg_temp`, as a SECURITY DEFINER function runs. An error inside needs no restoring: the
+/// (sub)transaction abort resets the user and the setting, as it does for such functions.
+fn as_counter_owner<R>(f: impl FnOnce() -> R) -> R {
+    let Writer {
+        owner, search_path, ..
+    } = writer();
+    let (mut saved_user, mut saved_context) = (pg_sys::InvalidOid, 0);
+    // SAFETY: the same calls fmgr_security_definer makes around a SECURITY DEFINER function.
+    let nest_level = unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
+        let nest_level = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            search_path.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+        nest_level
+    };
+    let result = f();
+    // SAFETY: restores what was saved above, in reverse order.
+    unsafe {
+        pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
+        pg_sys::AtEOXact_GUC(true, nest_level);
+    }
+    result
+}
+
+static COUNTER_OWNER: Statement = Statement::read(
+    "SELECT c.relowner, 'pg_catalog, ' || quote_ident(n.nspname) || ', pg_temp', a.oid
+     FROM pg_catalog.pg_extension e
+     JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace
+     JOIN pg_catalog.pg_class c ON c.relnamespace OPERATOR(pg_catalog.=) n.oid
+                               AND c.relname OPERATOR(pg_catalog.=) 'usage_counters'
+     JOIN pg_catalog.pg_class a ON a.relnamespace OPERATOR(pg_catalog.=) n.oid
+                               AND a.relname OPERATOR(pg_catalog.=) 'usage_active_users'
+     WHERE e.extname OPERATOR(pg_catalog.=) 'saas_core'",
+    &[],
+);
+
+/// The owner of `usage_counters`, the search_path to write with and the oid of
+/// `usage_active_users`, read once per backend.
+fn writer() -> Writer {
+    if let Some(found) = WRITER.with(|w| w.borrow().clone()) {
+        return found;
+    }
+    let found = Spi::connect(|client| {
+        let table = client
+            .select(COUNTER_OWNER.prepared(client), Some(1), &[])
+            .unwrap_or_else(|e| errors::internal("finding the owner of usage_counters", e));
+        let row = table.first();
+        let owner: Option<pg_sys::Oid> = row.get(1).unwrap_or(None);
+        let path: Option<String> = row.get(2).unwrap_or(None);
+        let active_users: Option<pg_sys::Oid> = row.get(3).unwrap_or(None);
+        match (owner, path.and_then(|p| CString::new(p).ok()), active_users) {
+            (Some(owner), Some(search_path), Some(active_users)) => Writer {
+                owner,
+                search_path,
+                active_users,
+            },
+            _ => errors::internal("finding the owner of usage_counters", "not found"),
+        }
+    });
+    WRITER.with(|w| *w.borrow_mut() = Some(found.clone()));
+    found
+}
+
+/// `forget_active_users`: AFTER DELETE OR TRUNCATE ON usage_active_users FOR EACH STATEMENT.
+/// Once the deletion commits, every backend forgets the users it knew as active.
+#[pg_trigger]
+pub fn forget_active_users<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, pgrx::datum::TryFromDatumError> {
+    let relid = trigger.relid().unwrap_or(pg_sys::InvalidOid);
+    // SAFETY: queues a relcache invalidation message for a relation that exists (it fired us).
+    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
+    Ok(None)
+}
+
+/// Runs inside PostgreSQL's invalidation processing: only forget, nothing that can fail.
+unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    let watched = WRITER.with(|w| {
+        w.try_borrow()
+            .ok()
+            .and_then(|w| w.as_ref().map(|w| w.active_users))
+    });
+    if relid == pg_sys::InvalidOid || watched.is_none_or(|oid| oid == relid) {
+        KNOWN_USERS.with(|k| {
+            if let Ok(mut k) = k.try_borrow_mut() {
+                k.clear();
+            }
+        });
+    }
+}
+
+fn register_callbacks() {
+    if CALLBACKS_REGISTERED.with(|r| r.replace(true)) {
+        return;
+    }
+    // SAFETY: registers plain function pointers once per backend; they live as long as it.
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(on_xact_event), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(on_subxact_event), std::ptr::null_mut());
+        pg_sys::CacheRegisterRelcacheCallback(
+            Some(on_relcache_invalidation),
+            pg_sys::Datum::from(0),
+        );
+    }
+}
+
+/// A transaction's end leaves nothing noted: at commit every statement has written its notes,
+/// at abort their rows are gone. Users counted by a committed transaction become known. Runs
+/// inside transaction processing: nothing that can fail.
+unsafe extern "C-unwind" fn on_xact_event(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    use pg_sys::XactEvent::*;
+    let committed = match event {
+        XACT_EVENT_COMMIT => true,
+        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT | XACT_EVENT_PREPARE => false,
+        _ => return,
+    };
+    NOTED.with(|noted| {
+        if let Ok(mut noted) = noted.try_borrow_mut() {
+            noted.clear();
+        }
+    });
+    let newly_known =
+        KNOWN_AT_COMMIT.with(|k| k.try_borrow_mut().map(|mut k| std::mem::take(&mut *k)));
+    if let (true, Ok(newly_known)) = (committed, newly_known) {
+        KNOWN_USERS.with(|k| {
+            if let Ok(mut k) = k.try_borrow_mut() {
+                if k.len() + newly_known.len() > KNOWN_USERS_CAP {
+                    k.clear();
+                }
+                k.extend(newly_known);
+            }
+        });
+    }
+}
+
+/// An aborted subtransaction takes back the rows it inserted, and with them their notes: those
+/// of it and of its children, whose ids are all at least its own.
+unsafe extern "C-unwind" fn on_subxact_event(
+    event: pg_sys::SubXactEvent::Type,
+    my_subid: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        NOTED.with(|noted| {
+            if let Ok(mut noted) = noted.try_borrow_mut() {
+                noted.retain(|e| e.subxact < my_subid);
+            }
+        });
+        // Rows it inserted into usage_active_users are gone too: forget this transaction's.
+        KNOWN_AT_COMMIT.with(|k| {
+            if let Ok(mut k) = k.try_borrow_mut() {
+                k.clear();
+            }
+        });
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    const U1: &str = "00000000-0000-0000-0000-0000000000c1";
+    const U2: &str = "00000000-0000-0000-0000-0000000000c2";
+
+    /// U1's personal organization, with U2 existing as a user.
+    fn org() -> String {
+        Spi::run(&format!(
+            "INSERT INTO auth.users (id, email) VALUES ('{U1}', 'c1@example.com'), ('{U2}', 'c2@example.com')"
+        ))
+        .unwrap();
+        Spi::get_one::<String>(&format!(
+            "SELECT id::text FROM organizations WHERE owner_id = '{U1}'"
+        ))
+        .unwrap()
+        .unwrap()
+    }
+
+    /// quantity/events/new users in this period's counter rows of `org`.
+    fn counted(org: &str, period: &str) -> String {
+        Spi::get_one::<String>(&format!(
+            "SELECT coalesce(sum(total_quantity), 0)::text || '/' || coalesce(sum(event_count), 0) || '/' || coalesce(sum(unique_users), 0)
+             FROM usage_counters WHERE organization_id = '{org}' AND period = '{period}'"
+        ))
+        .unwrap()
+        .unwrap()
+    }
+
+    #[pg_test]
+    fn a_statement_longer_than_one_write_is_counted_whole() {
+        let org = org();
+        // 25,001 events: written in three parts (10,000 + 10,000 + the statement's end).
+        Spi::run(&format!(
+            "INSERT INTO usage_events (organization_id, user_id, event_type, quantity)
+             SELECT '{org}', (ARRAY['{U1}', '{U2}', NULL]::uuid[])[1 + g % 3], 'api_call', 2
+             FROM generate_series(1, 25001) g"
+        ))
+        .unwrap();
+        assert_eq!(counted(&org, "monthly"), "50002/25001/2");
+        assert_eq!(counted(&org, "daily"), "50002/25001/2");
+        let active = Spi::get_one::<i64>(&format!(
+            "SELECT count(*) FROM usage_active_users WHERE organization_id = '{org}'"
+        ))
+        .unwrap();
+        assert_eq!(
+            active,
+            Some(4),
+            "two users, each in a daily and a monthly bucket"
+        );
+    }
+
+    #[pg_test]
+    fn rows_of_a_statement_that_failed_are_not_counted() {
+        let org = org();
+        // An application's AFTER ROW trigger that fails after saas_core noted the row.
+        Spi::run(
+            "CREATE FUNCTION pg_temp.refuse_77() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN IF NEW.quantity = 77 THEN RAISE EXCEPTION 'no 77'; END IF; RETURN NULL; END $$;
+             CREATE TRIGGER zz_refuse_77 AFTER INSERT ON usage_events
+                 FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse_77()",
+        )
+        .unwrap();
+        Spi::run(&format!(
+            "DO $$ BEGIN
+                 BEGIN
+                     INSERT INTO usage_events (organization_id, user_id, event_type, quantity)
+                     VALUES ('{org}', '{U1}', 'api_call', 5), ('{org}', '{U1}', 'api_call', 77);
+                 EXCEPTION WHEN raise_exception THEN NULL;
+                 END;
+                 INSERT INTO usage_events (organization_id, user_id, event_type, quantity)
+                 VALUES ('{org}', NULL, 'api_call', 1);
+             END $$"
+        ))
+        .unwrap();
+        assert_eq!(counted(&org, "monthly"), "1/1/0");
+        assert_eq!(counted(&org, "daily"), "1/1/0");
+    }
+}
