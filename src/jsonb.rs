@@ -51,6 +51,22 @@ impl IntoDatum for RawJsonb {
     }
 }
 
+/// JSON text our own code built, as jsonb in the current memory context: what `$1::jsonb`
+/// would give, without running a statement.
+pub fn parse(text: &str) -> RawJsonb {
+    let text = std::ffi::CString::new(text)
+        .unwrap_or_else(|_| crate::errors::internal("answering", "a NUL byte in JSON text"));
+    // SAFETY: jsonb_in reads a NUL-terminated string and returns a palloc'd jsonb (or raises).
+    unsafe {
+        pgrx::direct_function_call_as_datum(
+            pg_sys::jsonb_in,
+            &[Some(pg_sys::Datum::from(text.as_ptr()))],
+        )
+    }
+    .map(RawJsonb)
+    .unwrap_or_else(|| crate::errors::internal("answering", "jsonb_in returned NULL"))
+}
+
 unsafe impl<'fcx> ArgAbi<'fcx> for RawJsonb {
     unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
         let index = arg.index();

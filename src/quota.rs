@@ -91,8 +91,8 @@ pub struct Candidate<'a> {
     pub user_seen: bool,
 }
 
-/// The limits the event counts against, with their usage before it, and whether it is
-/// recorded past a soft limit (overage).
+/// The limits the event counts against, and whether it is recorded past a soft limit
+/// (overage). Their `usage` is left unread (NaN): answers read it after the event is written.
 pub struct Admission<'c> {
     pub statuses: Vec<LimitStatus<'c>>,
     pub over_soft: bool,
@@ -222,9 +222,8 @@ pub fn admit<'c>(
         }
         let more = increase(meter.measure, event.quantity, new_user.unwrap_or(false));
         let monthly = meter.window == Window::Month;
-        // The usage this event is checked against and answered with: read once, after the
-        // meter's turn or lease (a lease holder need not read it to be admitted).
-        let mut usage: Option<f64> = None;
+        // The usage this event is checked against, read after the meter's turn (a lease
+        // holder need not read it to be admitted).
         match (limit, enforcement) {
             (Limit::NotGranted, _) if more > 0.0 => return Err(Refusal::not_granted(key)),
             (Limit::Capped(n), Enforcement::Hard) if more > 0.0 => {
@@ -257,7 +256,6 @@ pub fn admit<'c>(
                         if now + event.pending + more > n as f64 {
                             return Err(Refusal::limit_reached(key, n, now + event.pending, more));
                         }
-                        usage = Some(now);
                     } else {
                         grant(client, event, key, meter, n, more, monthly)?;
                     }
@@ -266,12 +264,10 @@ pub fn admit<'c>(
             (Limit::Capped(n), Enforcement::Soft) if more > 0.0 => {
                 let now = meters::usage(client, event.org, meter);
                 over_soft |= now + event.pending + more > n as f64;
-                usage = Some(now);
             }
             _ => {}
         }
-        let usage = usage.unwrap_or_else(|| meters::usage(client, event.org, meter));
-        statuses.push(LimitStatus::of(catalog, plan, key, meter, usage));
+        statuses.push(LimitStatus::of(catalog, plan, key, meter, f64::NAN));
     }
     Ok(Admission {
         statuses,

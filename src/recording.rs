@@ -403,7 +403,7 @@ fn record_usage(
     let org = errors::required(org_id, "org_id");
     let event_type = errors::required(event_type, "event_type");
     let quantity = errors::required(quantity, "quantity");
-    Spi::connect_mut(|client| {
+    let answer = Spi::connect_mut(|client| {
         let caller = caller(client);
         check_shape(event_type, idempotency_key).unwrap_or_else(|r| r.raise());
         let quantity_f = check_quantity(&quantity, &caller).unwrap_or_else(|r| r.raise());
@@ -423,7 +423,7 @@ fn record_usage(
         let id = Uuid::from_bytes(*uuid::Uuid::new_v4().as_bytes());
         if let Some(key) = &request.key {
             if let Some(first) = claim_key(client, org, key, id) {
-                return first;
+                return Ok(first);
             }
         }
         let catalog = plan_catalog::get(client);
@@ -448,8 +448,10 @@ fn record_usage(
             &admission.statuses,
             admission.over_soft,
         );
-        json_result(client, &answer)
-    })
+        Err(answer)
+    });
+    // A new answer becomes jsonb here, in the caller's memory (not SPI's, freed on return).
+    answer.unwrap_or_else(|built| crate::jsonb::parse(&built.to_string()))
 }
 
 static AS_JSONB: Statement = Statement::read("SELECT $1::jsonb", &[types::TEXT]);
