@@ -167,14 +167,12 @@ CREATE TABLE @extschema@.usage_counters (
 COMMENT ON TABLE @extschema@.usage_counters IS
     'Counts not folded into usage_aggregations yet, one row per bucket and writing backend.';
 
--- Counting at write (src/counting.rs): each inserted row is noted in backend memory, and the
--- statement's end adds its events to their buckets' counter rows and its users to
--- usage_active_users (which decides who is new to a bucket, once, whoever writes concurrently).
-CREATE TRIGGER tally_usage_event
-    AFTER INSERT ON @extschema@.usage_events
-    FOR EACH ROW EXECUTE FUNCTION @extschema@.tally_usage_event();
+-- Counting at write (src/counting.rs): the end of each INSERT adds its events to their
+-- buckets' counter rows and its users to usage_active_users (which decides who is new to a
+-- bucket, once, whoever writes concurrently).
 CREATE TRIGGER count_usage_events
     AFTER INSERT ON @extschema@.usage_events
+    REFERENCING NEW TABLE AS new_events
     FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.count_usage_events();
 -- Backends remember users they saw counted in a bucket and skip probing usage_active_users for
 -- their next events; any deletion there makes every backend forget (at its commit).
@@ -327,7 +325,6 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_dirty_buckets', ''
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_counters', '');
 
 REVOKE ALL ON FUNCTION @extschema@.count_usage_events() FROM PUBLIC, anon, authenticated, service_role;
-REVOKE ALL ON FUNCTION @extschema@.tally_usage_event() FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.forget_active_users() FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.usage_writer() FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.apply_usage_corrections(uuid[], text[], timestamptz[], numeric[], integer[])

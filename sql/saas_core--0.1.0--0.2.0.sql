@@ -219,10 +219,6 @@ CREATE FUNCTION @extschema@."start_member_usage_tally"() RETURNS TRIGGER
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'start_member_usage_tally_wrapper';
 
-CREATE FUNCTION @extschema@."tally_usage_event"() RETURNS TRIGGER
-LANGUAGE c
-AS 'MODULE_PATHNAME', 'tally_usage_event_wrapper';
-
 CREATE FUNCTION @extschema@."count_usage_events"() RETURNS TRIGGER
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'count_usage_events_wrapper';
@@ -621,14 +617,12 @@ CREATE TABLE @extschema@.usage_counters (
 COMMENT ON TABLE @extschema@.usage_counters IS
     'Counts not folded into usage_aggregations yet, one row per bucket and writing backend.';
 
--- Counting at write (src/counting.rs): each inserted row is noted in backend memory, and the
--- statement's end adds its events to their buckets' counter rows and its users to
--- usage_active_users (which decides who is new to a bucket, once, whoever writes concurrently).
-CREATE TRIGGER tally_usage_event
-    AFTER INSERT ON @extschema@.usage_events
-    FOR EACH ROW EXECUTE FUNCTION @extschema@.tally_usage_event();
+-- Counting at write (src/counting.rs): the end of each INSERT adds its events to their
+-- buckets' counter rows and its users to usage_active_users (which decides who is new to a
+-- bucket, once, whoever writes concurrently).
 CREATE TRIGGER count_usage_events
     AFTER INSERT ON @extschema@.usage_events
+    REFERENCING NEW TABLE AS new_events
     FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.count_usage_events();
 -- Backends remember users they saw counted in a bucket and skip probing usage_active_users for
 -- their next events; any deletion there makes every backend forget (at its commit).
@@ -773,7 +767,6 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_dirty_buckets', ''
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_counters', '');
 
 REVOKE ALL ON FUNCTION @extschema@.count_usage_events() FROM PUBLIC, anon, authenticated, service_role;
-REVOKE ALL ON FUNCTION @extschema@.tally_usage_event() FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.forget_active_users() FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.usage_writer() FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.apply_usage_corrections(uuid[], text[], timestamptz[], numeric[], integer[])

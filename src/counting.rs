@@ -1,16 +1,13 @@
 //! Counting at write: every event INSERTed into `usage_events` is added to `usage_counters`
 //! (and its user to `usage_active_users`) before its statement ends, in the same transaction.
 //!
-//! `tally_usage_event` (AFTER INSERT, FOR EACH ROW) notes each event in backend memory, which
-//! costs nothing but a push; `count_usage_events` (AFTER INSERT, FOR EACH STATEMENT) writes the
-//! statement's events in one statement: a single event (an API server's INSERT per request)
-//! through a small prepared upsert, several through one grouped upsert. Every 10,000 events a
-//! long COPY writes what it has, so memory stays bounded. Both triggers run as the caller;
-//! writing the counters is done as the owner of `usage_counters`, with `search_path` pinned as
-//! a SECURITY DEFINER function would (members cannot write counter rows themselves).
-//!
-//! Notes not written yet belong to the (sub)transaction that inserted their rows: an aborted
-//! subtransaction takes its notes along (`on_subxact_event`), an aborted transaction all.
+//! `count_usage_events` (AFTER INSERT FOR EACH STATEMENT, with the statement's rows as the
+//! transition table `new_events`) writes them in one statement: a single event (an API
+//! server's INSERT per request) through a small prepared upsert with the row's values, several
+//! grouped per bucket straight from the transition table (PostgreSQL keeps it, spilling to disk
+//! for a long COPY). The trigger runs as the caller; the counters are written as the owner of
+//! `usage_counters`, with `search_path` pinned as a SECURITY DEFINER function would (members
+//! cannot write counter rows themselves).
 //!
 //! Distinct users: `usage_active_users` decides who is new to a bucket. A backend remembers the
 //! users it saw counted there once its transaction commits, and their next events in the same
@@ -22,22 +19,18 @@ use std::collections::HashMap;
 use std::ffi::CString;
 
 use pgrx::prelude::*;
-use pgrx::{AnyNumeric, Uuid};
+use pgrx::{AnyNumeric, PgTupleDesc, Uuid};
 
 use crate::errors;
 use crate::spi::{self, types, Statement};
 
-/// How many noted events a statement holds before writing them (a long COPY or INSERT … SELECT).
-const WRITE_EVERY: usize = 10_000;
-
-/// An inserted event not counted yet, and the subtransaction that inserted it.
-struct NotedEvent {
+/// The one event of a single-row INSERT.
+struct SingleEvent {
     org: Uuid,
     event_type: String,
     user: Option<Uuid>,
     quantity: AnyNumeric,
     occurred_at: TimestampWithTimeZone,
-    subxact: pg_sys::SubTransactionId,
 }
 
 /// A user known to be counted in both buckets (daily, monthly) of an organization's meter:
@@ -49,7 +42,6 @@ type BucketBounds = Vec<(i64, i64)>;
 const KNOWN_USERS_CAP: usize = 65_536;
 
 thread_local! {
-    static NOTED: RefCell<Vec<NotedEvent>> = const { RefCell::new(Vec::new()) };
     static CALLBACKS_REGISTERED: Cell<bool> = const { Cell::new(false) };
     /// The role that owns the counters, the search_path it writes them with, and the oid of
     /// usage_active_users (whose invalidations drop KNOWN_USERS).
@@ -68,7 +60,6 @@ struct Writer {
     search_path: CString,
     active_users: pg_sys::Oid,
 }
-
 /// One event: its two buckets' counter rows, and its user in both buckets if new there.
 static COUNT_ONE: Statement = Statement::write(
     "WITH bucket AS (
@@ -111,13 +102,13 @@ static COUNT_ONE_KNOWN: Statement = Statement::write(
     &[types::UUID, types::TEXT, types::NUMERIC, types::TIMESTAMPTZ],
 );
 
-/// Many events: per bucket the quantities, the events and the users new to the bucket.
+/// Many events, from the transition table: per bucket the quantities, the events and the
+/// users new to the bucket.
 static COUNT_MANY: Statement = Statement::write(
     "WITH ev AS (
          SELECT n.organization_id, n.event_type, n.user_id, n.quantity, p.period,
                 usage_bucket_start(p.period, n.occurred_at) AS period_start
-         FROM unnest($1, $2, $3, $4, $5) AS n (organization_id, event_type, user_id, quantity, occurred_at)
-         CROSS JOIN (VALUES ('daily'), ('monthly')) AS p (period)
+         FROM new_events n CROSS JOIN (VALUES ('daily'), ('monthly')) AS p (period)
      ), new_users AS (
          INSERT INTO usage_active_users (organization_id, event_type, period, period_start, user_id)
          SELECT DISTINCT organization_id, event_type, period, period_start, user_id FROM ev
@@ -140,60 +131,79 @@ static COUNT_MANY: Statement = Statement::write(
          SET total_quantity = c.total_quantity + excluded.total_quantity,
              event_count    = c.event_count + excluded.event_count,
              unique_users   = c.unique_users + excluded.unique_users",
-    &[
-        types::UUID_ARRAY,
-        types::TEXT_ARRAY,
-        types::UUID_ARRAY,
-        types::NUMERIC_ARRAY,
-        types::TIMESTAMPTZ_ARRAY,
-    ],
+    &[],
 );
 
-/// `tally_usage_event`: AFTER INSERT ON usage_events FOR EACH ROW. Notes the event for its
-/// statement's `count_usage_events`. A restore loads counters as they were: nothing to count.
+/// `count_usage_events`: AFTER INSERT ON usage_events REFERENCING NEW TABLE AS new_events
+/// FOR EACH STATEMENT. A restore loads counters as they were: nothing to count then.
 #[pg_trigger]
-pub fn tally_usage_event<'a>(
+pub fn count_usage_events<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, pgrx::datum::TryFromDatumError> {
     if crate::backup::restore_in_progress() {
         return Ok(None);
     }
-    let Some(new) = trigger.new() else {
-        errors::invalid_parameter("tally_usage_event() must be a row-level INSERT trigger")
-    };
-    register_callbacks();
-    let event = NotedEvent {
-        org: errors::required(new.get_by_name("organization_id")?, "organization_id"),
-        event_type: errors::required(new.get_by_name("event_type")?, "event_type"),
-        user: new.get_by_name("user_id")?,
-        quantity: errors::required(new.get_by_name("quantity")?, "quantity"),
-        occurred_at: errors::required(new.get_by_name("occurred_at")?, "occurred_at"),
-        // SAFETY: reads the backend's current subtransaction id.
-        subxact: unsafe { pg_sys::GetCurrentSubTransactionId() },
-    };
-    let full = NOTED.with(|noted| {
-        let mut noted = noted.borrow_mut();
-        noted.push(event);
-        noted.len() >= WRITE_EVERY
-    });
-    if full {
-        write_noted_events();
+    let data = trigger.trigger_data();
+    let table = data.tg_newtable;
+    if table.is_null() {
+        errors::internal(
+            "counting usage events",
+            "count_usage_events() needs REFERENCING NEW TABLE AS new_events",
+        );
+    }
+    // SAFETY: the statement's transition table, alive while its AFTER triggers run.
+    let rows = unsafe { pg_sys::tuplestore_tuple_count(table) };
+    match rows {
+        0 => {}
+        1 => {
+            let event = single_event(data)?;
+            register_callbacks();
+            as_counter_owner(|| Spi::connect_mut(|client| count_one(client, &event)));
+        }
+        _ => as_counter_owner(|| {
+            Spi::connect_mut(|client| {
+                // SAFETY: makes the transition table readable as `new_events` in this connection.
+                unsafe {
+                    pg_sys::SPI_register_trigger_data(
+                        data as *const pg_sys::TriggerData as *mut pg_sys::TriggerData,
+                    )
+                };
+                spi::run(client, &COUNT_MANY, &[], "counting usage events");
+            })
+        }),
     }
     Ok(None)
 }
 
-/// `count_usage_events`: AFTER INSERT ON usage_events FOR EACH STATEMENT. Writes the events
-/// the statement's rows noted into their counter rows.
-#[pg_trigger]
-pub fn count_usage_events<'a>(
-    _trigger: &'a PgTrigger<'a>,
-) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, pgrx::datum::TryFromDatumError> {
-    write_noted_events();
-    Ok(None)
+/// Reads the one row of the transition table, through a read pointer of its own.
+fn single_event(data: &pg_sys::TriggerData) -> Result<SingleEvent, pgrx::datum::TryFromDatumError> {
+    // SAFETY: the transition table and the relation are the trigger's; the slot is dropped
+    // before returning and the tuple read from it is copied.
+    unsafe {
+        let table = data.tg_newtable;
+        let tupdesc = (*data.tg_relation).rd_att;
+        let reader = pg_sys::tuplestore_alloc_read_pointer(table, 0);
+        pg_sys::tuplestore_select_read_pointer(table, reader);
+        pg_sys::tuplestore_rescan(table);
+        let slot = pg_sys::MakeSingleTupleTableSlot(tupdesc, &raw const pg_sys::TTSOpsMinimalTuple);
+        if !pg_sys::tuplestore_gettupleslot(table, true, true, slot) {
+            errors::internal("counting a usage event", "the transition table is empty");
+        }
+        let tuple = pg_sys::ExecCopySlotHeapTuple(slot);
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        let row = PgHeapTuple::from_heap_tuple(PgTupleDesc::from_pg_unchecked(tupdesc), tuple);
+        Ok(SingleEvent {
+            org: errors::required(row.get_by_name("organization_id")?, "organization_id"),
+            event_type: errors::required(row.get_by_name("event_type")?, "event_type"),
+            user: row.get_by_name("user_id")?,
+            quantity: errors::required(row.get_by_name("quantity")?, "quantity"),
+            occurred_at: errors::required(row.get_by_name("occurred_at")?, "occurred_at"),
+        })
+    }
 }
 
 /// Counts a single event; remembers its user as known in its buckets once this commits.
-fn count_one(client: &mut pgrx::spi::SpiClient<'_>, event: &NotedEvent) {
+fn count_one(client: &mut pgrx::spi::SpiClient<'_>, event: &SingleEvent) {
     let at = event.occurred_at.into_inner();
     let key = event.user.map(|u| (event.org, event.event_type.clone(), u));
     let known = key.as_ref().is_none_or(|key| {
@@ -240,44 +250,6 @@ fn count_one(client: &mut pgrx::spi::SpiClient<'_>, event: &NotedEvent) {
     if let (Some(key), 2) = (key, bounds.len()) {
         KNOWN_AT_COMMIT.with(|k| k.borrow_mut().push((key, bounds)));
     }
-}
-
-fn write_noted_events() {
-    let events = NOTED.with(|noted| std::mem::take(&mut *noted.borrow_mut()));
-    if events.is_empty() {
-        return;
-    }
-    as_counter_owner(|| {
-        Spi::connect_mut(|client| match events.as_slice() {
-            [one] => count_one(client, one),
-            many => {
-                let mut orgs = Vec::with_capacity(many.len());
-                let mut types_ = Vec::with_capacity(many.len());
-                let mut users = Vec::with_capacity(many.len());
-                let mut quantities = Vec::with_capacity(many.len());
-                let mut times = Vec::with_capacity(many.len());
-                for e in many {
-                    orgs.push(e.org);
-                    types_.push(e.event_type.clone());
-                    users.push(e.user);
-                    quantities.push(e.quantity.clone());
-                    times.push(e.occurred_at);
-                }
-                spi::run(
-                    client,
-                    &COUNT_MANY,
-                    &[
-                        orgs.into(),
-                        types_.into(),
-                        users.into(),
-                        quantities.into(),
-                        times.into(),
-                    ],
-                    "counting usage events",
-                );
-            }
-        })
-    });
 }
 
 /// Runs `f` as the owner of `usage_counters` with `search_path = pg_catalog, <its schema>,
@@ -399,9 +371,8 @@ fn register_callbacks() {
     }
 }
 
-/// A transaction's end leaves nothing noted: at commit every statement has written its notes,
-/// at abort their rows are gone. Users counted by a committed transaction become known. Runs
-/// inside transaction processing: nothing that can fail.
+/// Users counted by a committed transaction become known; an aborted one's rows are gone.
+/// Runs inside transaction processing: nothing that can fail.
 unsafe extern "C-unwind" fn on_xact_event(
     event: pg_sys::XactEvent::Type,
     _arg: *mut std::ffi::c_void,
@@ -412,11 +383,6 @@ unsafe extern "C-unwind" fn on_xact_event(
         XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT | XACT_EVENT_PREPARE => false,
         _ => return,
     };
-    NOTED.with(|noted| {
-        if let Ok(mut noted) = noted.try_borrow_mut() {
-            noted.clear();
-        }
-    });
     let newly_known =
         KNOWN_AT_COMMIT.with(|k| k.try_borrow_mut().map(|mut k| std::mem::take(&mut *k)));
     if let (true, Ok(newly_known)) = (committed, newly_known) {
@@ -431,21 +397,15 @@ unsafe extern "C-unwind" fn on_xact_event(
     }
 }
 
-/// An aborted subtransaction takes back the rows it inserted, and with them their notes: those
-/// of it and of its children, whose ids are all at least its own.
+/// An aborted subtransaction takes back the rows it inserted into usage_active_users: forget
+/// what this transaction learned so far (at worst, a few probes more).
 unsafe extern "C-unwind" fn on_subxact_event(
     event: pg_sys::SubXactEvent::Type,
-    my_subid: pg_sys::SubTransactionId,
+    _my_subid: pg_sys::SubTransactionId,
     _parent: pg_sys::SubTransactionId,
     _arg: *mut std::ffi::c_void,
 ) {
     if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
-        NOTED.with(|noted| {
-            if let Ok(mut noted) = noted.try_borrow_mut() {
-                noted.retain(|e| e.subxact < my_subid);
-            }
-        });
-        // Rows it inserted into usage_active_users are gone too: forget this transaction's.
         KNOWN_AT_COMMIT.with(|k| {
             if let Ok(mut k) = k.try_borrow_mut() {
                 k.clear();
@@ -486,9 +446,8 @@ mod tests {
     }
 
     #[pg_test]
-    fn a_statement_longer_than_one_write_is_counted_whole() {
+    fn a_long_statement_is_counted_whole() {
         let org = org();
-        // 25,001 events: written in three parts (10,000 + 10,000 + the statement's end).
         Spi::run(&format!(
             "INSERT INTO usage_events (organization_id, user_id, event_type, quantity)
              SELECT '{org}', (ARRAY['{U1}', '{U2}', NULL]::uuid[])[1 + g % 3], 'api_call', 2

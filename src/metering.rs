@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::auth_context;
 #[allow(unused_imports)] // named in `requires` below
-use crate::counting::{count_usage_events, forget_active_users, tally_usage_event};
+use crate::counting::{count_usage_events, forget_active_users};
 use crate::errors;
 use crate::spi::{self, types, Expect, Statement};
 
@@ -27,7 +27,6 @@ pgrx::extension_sql_file!(
         recompute_usage_rollups,
         fold_usage,
         usage_writer,
-        tally_usage_event,
         count_usage_events,
         forget_active_users
     ]
