@@ -16,7 +16,7 @@
 //! every backend forget, through a relcache invalidation, so a removed row is probed again.
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 
 use pgrx::prelude::*;
 use pgrx::{AnyNumeric, PgTupleDesc, Uuid};
@@ -289,8 +289,11 @@ fn as_counter_owner<R>(f: impl FnOnce() -> R) -> R {
     result
 }
 
+// Runs as the caller, under their search_path: every name and operator is qualified, and the
+// schema name is quoted in Rust, so nothing the caller defines can choose the path the
+// counters are then written with.
 static COUNTER_OWNER: Statement = Statement::read(
-    "SELECT c.relowner, 'pg_catalog, ' || quote_ident(n.nspname) || ', pg_temp', a.oid
+    "SELECT c.relowner, n.nspname::pg_catalog.text, a.oid
      FROM pg_catalog.pg_extension e
      JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace
      JOIN pg_catalog.pg_class c ON c.relnamespace OPERATOR(pg_catalog.=) n.oid
@@ -313,9 +316,17 @@ fn writer() -> Writer {
             .unwrap_or_else(|e| errors::internal("finding the owner of usage_counters", e));
         let row = table.first();
         let owner: Option<pg_sys::Oid> = row.get(1).unwrap_or(None);
-        let path: Option<String> = row.get(2).unwrap_or(None);
+        let schema: Option<String> = row.get(2).unwrap_or(None);
         let active_users: Option<pg_sys::Oid> = row.get(3).unwrap_or(None);
-        match (owner, path.and_then(|p| CString::new(p).ok()), active_users) {
+        let search_path = schema
+            .and_then(|schema| CString::new(schema).ok())
+            .and_then(|schema| {
+                // SAFETY: quote_identifier reads a NUL-terminated name and returns it, or a
+                // palloc'd quoted copy, NUL-terminated.
+                let quoted = unsafe { CStr::from_ptr(pg_sys::quote_identifier(schema.as_ptr())) };
+                CString::new(format!("pg_catalog, {}, pg_temp", quoted.to_string_lossy())).ok()
+            });
+        match (owner, search_path, active_users) {
             (Some(owner), Some(search_path), Some(active_users)) => Writer {
                 owner,
                 search_path,
