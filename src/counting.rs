@@ -477,31 +477,4 @@ mod tests {
             "two users, each in a daily and a monthly bucket"
         );
     }
-
-    #[pg_test]
-    fn rows_of_a_statement_that_failed_are_not_counted() {
-        let org = org();
-        // An application's AFTER ROW trigger that fails after saas_core noted the row.
-        Spi::run(
-            "CREATE FUNCTION pg_temp.refuse_77() RETURNS trigger LANGUAGE plpgsql AS
-             $$ BEGIN IF NEW.quantity = 77 THEN RAISE EXCEPTION 'no 77'; END IF; RETURN NULL; END $$;
-             CREATE TRIGGER zz_refuse_77 AFTER INSERT ON usage_events
-                 FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse_77()",
-        )
-        .unwrap();
-        Spi::run(&format!(
-            "DO $$ BEGIN
-                 BEGIN
-                     INSERT INTO usage_events (organization_id, user_id, event_type, quantity)
-                     VALUES ('{org}', '{U1}', 'api_call', 5), ('{org}', '{U1}', 'api_call', 77);
-                 EXCEPTION WHEN raise_exception THEN NULL;
-                 END;
-                 INSERT INTO usage_events (organization_id, user_id, event_type, quantity)
-                 VALUES ('{org}', NULL, 'api_call', 1);
-             END $$"
-        ))
-        .unwrap();
-        assert_eq!(counted(&org, "monthly"), "1/1/0");
-        assert_eq!(counted(&org, "daily"), "1/1/0");
-    }
 }

@@ -203,7 +203,6 @@ impl Role {
 /// A limit and its usage: the one reading shared by `check_feature_access`, `record_usage`
 /// and `get_usage_summary` of what is left and whether one more is allowed.
 pub struct LimitStatus<'a> {
-    pub feature_key: &'a str,
     pub meter: &'a Meter,
     pub limit: Limit,
     pub enforcement: Enforcement,
@@ -219,7 +218,6 @@ impl<'a> LimitStatus<'a> {
         usage: f64,
     ) -> Self {
         LimitStatus {
-            feature_key,
             meter,
             limit: catalog.limit(plan, feature_key),
             enforcement: catalog.enforcement(plan, feature_key),

@@ -19,7 +19,6 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
-use crate::entitlements::LimitStatus;
 use crate::errors;
 use crate::meters;
 use crate::plan_catalog::{Enforcement, Limit, Measure, PlanCatalog, Window};
@@ -91,10 +90,8 @@ pub struct Candidate<'a> {
     pub user_seen: bool,
 }
 
-/// The limits the event counts against, and whether it is recorded past a soft limit
-/// (overage). Their `usage` is left unread (NaN): answers read it after the event is written.
-pub struct Admission<'c> {
-    pub statuses: Vec<LimitStatus<'c>>,
+/// An admitted event: whether it is recorded past a soft limit (overage).
+pub struct Admission {
     pub over_soft: bool,
 }
 
@@ -202,14 +199,13 @@ fn increase(measure: Measure, quantity: f64, new_user: bool) -> f64 {
 
 /// Admits the event against every limit of `plan` that counts `event_type`, or refuses it.
 /// Hard limits are held exactly (see the module's comment); soft limits only flag overage.
-pub fn admit<'c>(
+pub fn admit(
     client: &mut SpiClient<'_>,
-    catalog: &'c PlanCatalog,
+    catalog: &PlanCatalog,
     plan: &str,
     event: &Candidate,
-) -> Result<Admission<'c>, Refusal> {
+) -> Result<Admission, Refusal> {
     let counting = catalog.limits_counting(event.event_type);
-    let mut statuses = Vec::with_capacity(counting.len());
     let mut over_soft = false;
     let mut turn_taken = false;
     let mut new_user: Option<bool> = None;
@@ -267,12 +263,8 @@ pub fn admit<'c>(
             }
             _ => {}
         }
-        statuses.push(LimitStatus::of(catalog, plan, key, meter, f64::NAN));
     }
-    Ok(Admission {
-        statuses,
-        over_soft,
-    })
+    Ok(Admission { over_soft })
 }
 
 /// Under the meter's turn: reclaims idle leases and grants this writer a share of what is

@@ -17,8 +17,8 @@ use crate::entitlements::{LimitStatus, Role};
 use crate::errors;
 use crate::jsonb::RawJsonb;
 use crate::meters;
-use crate::plan_catalog;
-use crate::quota::{self, Admission, Candidate, Refusal};
+use crate::plan_catalog::{self, PlanCatalog};
+use crate::quota::{self, Candidate, Refusal};
 use crate::spi::{self, types, Expect, Statement};
 
 pgrx::extension_sql_file!(
@@ -307,23 +307,28 @@ impl Accepted {
     }
 }
 
-/// What `check_feature_access` would say after the event: every limit it counts against.
+/// What `check_feature_access` would say after the event: every limit of `plan` that counts
+/// the event's type, with its usage read now.
 fn limits_answer(
     client: &SpiClient<'_>,
-    statuses: &[LimitStatus],
-    org: Uuid,
+    catalog: &PlanCatalog,
+    plan: &str,
+    r: &Request,
     role: Role,
 ) -> Map<String, Value> {
     let mut limits = Map::new();
-    for s in statuses {
-        let after = LimitStatus {
-            usage: meters::usage(client, org, s.meter),
-            ..*s
-        };
+    for (key, meter) in catalog.limits_counting(&r.event_type) {
+        let after = LimitStatus::of(
+            catalog,
+            plan,
+            key,
+            meter,
+            meters::usage(client, r.org, meter),
+        );
         let mut out = Map::new();
         after.describe(Some(role), &mut out);
         out.remove("type");
-        limits.insert(s.feature_key.to_string(), Value::Object(out));
+        limits.insert(key.to_string(), Value::Object(out));
     }
     limits
 }
@@ -334,7 +339,7 @@ fn answer(
     r: &Request,
     id: Uuid,
     role: Role,
-    statuses: &[LimitStatus],
+    (catalog, plan): (&PlanCatalog, &str),
     over_limit: bool,
 ) -> Value {
     let mut out = Map::new();
@@ -347,7 +352,7 @@ fn answer(
     out.insert("over_limit".into(), json!(over_limit));
     out.insert(
         "limits".into(),
-        Value::Object(limits_answer(client, statuses, r.org, role)),
+        Value::Object(limits_answer(client, catalog, plan, r, role)),
     );
     let answer = Value::Object(out);
     if let Some(key) = &r.key {
@@ -445,21 +450,13 @@ fn record_usage(
             &request,
             id,
             role,
-            &admission.statuses,
+            (&catalog, &plan),
             admission.over_soft,
         );
         Err(answer)
     });
     // A new answer becomes jsonb here, in the caller's memory (not SPI's, freed on return).
     answer.unwrap_or_else(|built| crate::jsonb::parse(&built.to_string()))
-}
-
-static AS_JSONB: Statement = Statement::read("SELECT $1::jsonb", &[types::TEXT]);
-
-/// An answer of ours as jsonb, parsed by PostgreSQL.
-fn json_result(client: &SpiClient<'_>, answer: &Value) -> RawJsonb {
-    spi::one::<RawJsonb>(client, &AS_JSONB, &[answer.to_string().into()], "answering")
-        .unwrap_or_else(|| errors::internal("answering", "NULL jsonb"))
 }
 
 static BATCH_ELEMENTS: Statement = Statement::read(
@@ -586,7 +583,7 @@ fn iso_timestamp(text: &str) -> bool {
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn record_usage_batch(events: Option<RawJsonb>) -> RawJsonb {
     let events = errors::required(events, "events");
-    Spi::connect_mut(|client| {
+    let results = Spi::connect_mut(|client| {
         let caller = caller(client);
         let what = "reading the batch";
         let is_array =
@@ -624,7 +621,7 @@ fn record_usage_batch(events: Option<RawJsonb>) -> RawJsonb {
         let mut users_seen: std::collections::HashSet<(Uuid, String, Uuid)> = Default::default();
         let mut accepted = Accepted::default();
         let mut results: Vec<Value> = Vec::with_capacity(elements.len());
-        let mut answered: Vec<(usize, Request, Uuid, Role, Admission)> = Vec::new();
+        let mut answered: Vec<(usize, Request, Uuid, Role, String, bool)> = Vec::new();
         for (index, element) in elements.into_iter().enumerate() {
             let outcome = (|| -> Result<Option<Value>, Refusal> {
                 let r = request_from(client, index, element, &caller)?;
@@ -673,7 +670,7 @@ fn record_usage_batch(events: Option<RawJsonb>) -> RawJsonb {
                     users_seen.insert((r.org, r.event_type.clone(), u));
                 }
                 accepted.push(id, &r, user, admission.over_soft);
-                answered.push((index, r, id, role, admission));
+                answered.push((index, r, id, role, plan, admission.over_soft));
                 Ok(None)
             })();
             results.push(match outcome {
@@ -686,18 +683,13 @@ fn record_usage_batch(events: Option<RawJsonb>) -> RawJsonb {
             });
         }
         accepted.write(client);
-        for (index, r, id, role, admission) in answered {
-            results[index] = answer(
-                client,
-                &r,
-                id,
-                role,
-                &admission.statuses,
-                admission.over_soft,
-            );
+        for (index, r, id, role, plan, over_soft) in answered {
+            results[index] = answer(client, &r, id, role, (&catalog, &plan), over_soft);
         }
-        json_result(client, &Value::Array(results))
-    })
+        Value::Array(results)
+    });
+    // Built here, in the caller's memory (not SPI's, freed on return).
+    crate::jsonb::parse(&results.to_string())
 }
 
 static IS_ARRAY: Statement = Statement::read("SELECT jsonb_typeof($1) = 'array'", &[types::JSONB]);
