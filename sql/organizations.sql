@@ -35,8 +35,8 @@ CREATE TABLE @extschema@.organization_members (
     id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     organization_id  uuid NOT NULL REFERENCES @extschema@.organizations (id) ON DELETE CASCADE,
     user_id          uuid NOT NULL REFERENCES @extschema@.users (id) ON DELETE CASCADE,
-    role             text NOT NULL DEFAULT 'member'
-                     CHECK (role IN ('owner', 'admin', 'member', 'viewer')),
+    -- A system role or a custom role of this organization (roles.sql, check_member_role).
+    role             text NOT NULL DEFAULT 'member',
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
     UNIQUE (organization_id, user_id)

@@ -995,6 +995,982 @@ REVOKE ALL ON FUNCTION @extschema@.remove_auth_user() FROM PUBLIC, anon, authent
 REVOKE ALL ON FUNCTION @extschema@.provision_existing_accounts_at_install() FROM PUBLIC, anon, authenticated, service_role;
 
 -- ---------------------------------------------------------------------------------------
+-- roles (sql/roles.sql, new in 0.2.0: as a fresh install has it)
+-- ---------------------------------------------------------------------------------------
+-- 0.1.0's CHECK list of member roles gives way to roles as data (check_member_role).
+ALTER TABLE @extschema@.organization_members DROP CONSTRAINT organization_members_role_check;
+
+CREATE FUNCTION @extschema@."has_permission"(
+	"org_id" uuid,
+	"permission" TEXT
+) RETURNS bool
+STABLE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'has_permission_wrapper';
+
+CREATE FUNCTION @extschema@."check_member_role"()
+	RETURNS TRIGGER
+	LANGUAGE c
+	AS 'MODULE_PATHNAME', 'check_member_role_wrapper';
+
+CREATE FUNCTION @extschema@."check_role"()
+	RETURNS TRIGGER
+	LANGUAGE c
+	AS 'MODULE_PATHNAME', 'check_role_wrapper';
+
+-- Roles and permissions as data (seed 002 §3): src/roles.rs.
+--
+-- A member's role (organization_members.role) names a role by its key: one of the system roles
+-- (owner, admin, member, viewer), or a custom role of that organization. What a role may do is
+-- the set of permissions granted to it in role_permissions; who ranks above whom is its
+-- hierarchy_level. Platform roles (support staff, say) are granted to users in user_roles, for
+-- a time if expires_at is set.
+
+CREATE TABLE @extschema@.permissions (
+    key          text PRIMARY KEY
+                 CONSTRAINT permissions_key_check CHECK (key ~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$'),
+    description  text NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE @extschema@.permissions IS
+    'What a role can be allowed to do. An application adds its own (projects.create, …) with an INSERT.';
+
+CREATE TABLE @extschema@.roles (
+    id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    -- organization: held by members (system roles, or an organization's custom roles);
+    -- platform: granted to users in user_roles, across organizations.
+    scope            text NOT NULL DEFAULT 'organization'
+                     CONSTRAINT roles_scope_check CHECK (scope IN ('organization', 'platform')),
+    -- NULL for system and platform roles; the organization of a custom role.
+    organization_id  uuid REFERENCES @extschema@.organizations (id) ON DELETE CASCADE,
+    key              text NOT NULL CONSTRAINT roles_key_check CHECK (key ~ '^[a-z][a-z0-9_]{0,39}$'),
+    name             text NOT NULL CONSTRAINT roles_name_check CHECK (char_length(btrim(name)) BETWEEN 1 AND 100),
+    description      text CONSTRAINT roles_description_check CHECK (char_length(description) <= 1000),
+    -- Who outranks whom: owner 100, admin 80, member 50, viewer 10. Nobody grants a role
+    -- ranked above their own; custom roles rank below owner.
+    hierarchy_level  integer NOT NULL CONSTRAINT roles_hierarchy_level_check CHECK (hierarchy_level BETWEEN 0 AND 100),
+    is_system        boolean NOT NULL DEFAULT false,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT roles_owner_check CHECK (
+        (is_system OR scope = 'platform' OR (organization_id IS NOT NULL AND hierarchy_level < 100))
+        AND NOT (is_system AND organization_id IS NOT NULL)
+        AND NOT (scope = 'platform' AND organization_id IS NOT NULL)),
+    -- user_roles references (id, scope) so that only platform roles can be granted there.
+    CONSTRAINT roles_id_scope_key UNIQUE (id, scope)
+);
+COMMENT ON TABLE @extschema@.roles IS
+    'System roles (owner, admin, member, viewer), custom roles of an organization, and platform roles.';
+
+-- One key per organization, and custom keys never shadow a system or platform key (check_role).
+CREATE UNIQUE INDEX roles_global_key ON @extschema@.roles (key) WHERE organization_id IS NULL;
+CREATE UNIQUE INDEX roles_organization_key ON @extschema@.roles (organization_id, key)
+    WHERE organization_id IS NOT NULL;
+
+CREATE TABLE @extschema@.role_permissions (
+    role_id     uuid NOT NULL REFERENCES @extschema@.roles (id) ON DELETE CASCADE,
+    permission  text NOT NULL REFERENCES @extschema@.permissions (key) ON DELETE CASCADE ON UPDATE CASCADE,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (role_id, permission)
+);
+CREATE INDEX role_permissions_permission_idx ON @extschema@.role_permissions (permission, role_id);
+
+CREATE TABLE @extschema@.user_roles (
+    id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id      uuid NOT NULL REFERENCES @extschema@.users (id) ON DELETE CASCADE,
+    role_id      uuid NOT NULL,
+    role_scope   text NOT NULL DEFAULT 'platform' CONSTRAINT user_roles_role_scope_check CHECK (role_scope = 'platform'),
+    assigned_by  uuid REFERENCES @extschema@.users (id) ON DELETE SET NULL,
+    assigned_at  timestamptz NOT NULL DEFAULT now(),
+    -- The grant stops granting at this instant (no job: every check compares it with the clock).
+    expires_at   timestamptz,
+    CONSTRAINT user_roles_role_fkey FOREIGN KEY (role_id, role_scope)
+        REFERENCES @extschema@.roles (id, scope) ON DELETE CASCADE,
+    CONSTRAINT user_roles_expiry_check CHECK (expires_at IS NULL OR expires_at > assigned_at),
+    UNIQUE (user_id, role_id)
+);
+CREATE INDEX user_roles_role_id_idx ON @extschema@.user_roles (role_id);
+COMMENT ON TABLE @extschema@.user_roles IS
+    'Platform roles granted to users, by whom, until when. Written by the service role.';
+
+-- The one place a member's role key is resolved: a system role, or a custom role of the
+-- member's own organization. Internal (no API role reads it).
+CREATE VIEW @extschema@.member_roles AS
+SELECT m.organization_id, m.user_id, m.role, r.id AS role_id, r.hierarchy_level
+FROM @extschema@.organization_members m
+JOIN @extschema@.roles r
+  ON r.key = m.role AND r.scope = 'organization'
+ AND (r.organization_id IS NULL OR r.organization_id = m.organization_id);
+
+-- The one place a platform grant's expiry is applied.
+CREATE VIEW @extschema@.active_user_roles AS
+SELECT ur.user_id, ur.role_id
+FROM @extschema@.user_roles ur
+WHERE ur.expires_at IS NULL OR ur.expires_at > pg_catalog.statement_timestamp();
+
+CREATE FUNCTION @extschema@.has_platform_permission(permission text)
+RETURNS boolean
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+BEGIN
+    RETURN EXISTS (
+        SELECT 1
+        FROM @extschema@.active_user_roles ur
+        JOIN @extschema@.role_permissions rp ON rp.role_id = ur.role_id AND rp.permission = $1
+        WHERE ur.user_id = auth.uid());
+END
+$$;
+COMMENT ON FUNCTION @extschema@.has_platform_permission(text) IS
+    'True when an unexpired platform role of the caller grants permission.';
+
+-- Organizations where the caller's role grants permission, or every organization when an
+-- unexpired platform role does: the one answer has_permission and the policies share. One set
+-- (not an OR of two policies) keeps "organization_id IN (...)" an index semi-join.
+-- PL/pgSQL for the same reason as current_user_org_ids: planned once per backend.
+CREATE FUNCTION @extschema@.current_user_permitted_org_ids(permission text)
+RETURNS SETOF uuid
+LANGUAGE plpgsql STABLE SECURITY DEFINER ROWS 10
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+BEGIN
+    IF @extschema@.has_platform_permission($1) THEN
+        RETURN QUERY SELECT o.id FROM @extschema@.organizations o;
+        RETURN;
+    END IF;
+    RETURN QUERY
+    SELECT mr.organization_id
+    FROM @extschema@.member_roles mr
+    JOIN @extschema@.role_permissions rp ON rp.role_id = mr.role_id AND rp.permission = $1
+    WHERE mr.user_id = auth.uid();
+END
+$$;
+COMMENT ON FUNCTION @extschema@.current_user_permitted_org_ids(text) IS
+    'Organizations in which the caller''s role (or an unexpired platform role) grants permission.';
+
+-- The caller's rank (their role's hierarchy_level) in an organization; NULL for non-members.
+CREATE FUNCTION @extschema@.current_user_rank(org_id uuid)
+RETURNS integer
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT mr.hierarchy_level FROM @extschema@.member_roles mr
+            WHERE mr.organization_id = $1 AND mr.user_id = auth.uid());
+END
+$$;
+
+CREATE TRIGGER update_roles_updated_at
+    BEFORE UPDATE ON @extschema@.roles
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.update_updated_at_column();
+
+-- Keys never collide across scopes; system roles keep their key and rank; a role in use stays.
+CREATE TRIGGER check_role
+    BEFORE INSERT OR UPDATE OR DELETE ON @extschema@.roles
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.check_role();
+
+-- A member's role exists for their organization (replaces 0.1.0's CHECK list).
+CREATE TRIGGER check_member_role
+    BEFORE INSERT OR UPDATE OF role, organization_id ON @extschema@.organization_members
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.check_member_role();
+
+INSERT INTO @extschema@.permissions (key, description) VALUES
+    ('members.invite',      'Invite people to the organization and revoke invitations'),
+    ('members.remove',      'Remove members ranked below oneself'),
+    ('members.change_role', 'Change the role of members ranked below oneself'),
+    ('billing.read',        'See the organization''s subscription and invoices'),
+    ('billing.manage',      'Change the organization''s plan and payment details'),
+    ('settings.update',     'Rename the organization, change its slug and settings'),
+    ('org.delete',          'Delete the organization'),
+    ('ownership.transfer',  'Hand the organization to another member'),
+    ('roles.manage',        'Create, change and delete custom roles'),
+    ('audit.read',          'Read the organization''s audit log');
+
+INSERT INTO @extschema@.roles (scope, key, name, description, hierarchy_level, is_system) VALUES
+    ('organization', 'owner',   'Owner',   'Everything, including deleting the organization', 100, true),
+    ('organization', 'admin',   'Admin',   'Manages members, settings and billing visibility', 80, true),
+    ('organization', 'member',  'Member',  'Works in the organization',                        50, true),
+    ('organization', 'viewer',  'Viewer',  'Reads the organization''s data',                   10, true),
+    ('platform',     'support', 'Support', 'Platform staff: reads audit logs and billing of every organization', 0, false);
+
+INSERT INTO @extschema@.role_permissions (role_id, permission)
+SELECT r.id, p.key
+FROM @extschema@.roles r
+JOIN @extschema@.permissions p ON CASE r.key
+    WHEN 'owner'   THEN true
+    WHEN 'admin'   THEN p.key IN ('members.invite', 'members.remove', 'members.change_role',
+                                  'billing.read', 'settings.update', 'audit.read')
+    WHEN 'support' THEN p.key IN ('audit.read', 'billing.read')
+    ELSE false END
+WHERE r.organization_id IS NULL;
+
+-- pg_dump dumps every row (operator edits and custom roles too); a restore's COPY replaces the
+-- seeded rows (backup.sql).
+CREATE TRIGGER replace_seeded_rows
+    BEFORE INSERT ON @extschema@.permissions
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.replace_seeded_rows();
+CREATE TRIGGER replace_seeded_rows
+    BEFORE INSERT ON @extschema@.roles
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.replace_seeded_rows();
+CREATE TRIGGER replace_seeded_rows
+    BEFORE INSERT ON @extschema@.role_permissions
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.replace_seeded_rows();
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.permissions', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.roles', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.role_permissions', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.user_roles', '');
+
+-- Privileges.
+REVOKE ALL ON @extschema@.permissions, @extschema@.roles, @extschema@.role_permissions, @extschema@.user_roles
+    FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON @extschema@.member_roles, @extschema@.active_user_roles FROM PUBLIC, anon, authenticated, service_role;
+GRANT SELECT ON @extschema@.permissions TO authenticated;
+GRANT SELECT, INSERT, DELETE ON @extschema@.roles, @extschema@.role_permissions TO authenticated;
+-- key and scope are fixed once created: members refer to a role by its key.
+GRANT UPDATE (name, description, hierarchy_level) ON @extschema@.roles TO authenticated;
+GRANT SELECT ON @extschema@.user_roles TO authenticated;
+GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.permissions, @extschema@.roles,
+    @extschema@.role_permissions, @extschema@.user_roles TO service_role;
+
+ALTER TABLE @extschema@.permissions ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.roles ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.role_permissions ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.user_roles ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY permissions_select_authenticated ON @extschema@.permissions
+    FOR SELECT TO authenticated USING (true);
+CREATE POLICY permissions_service_role_all ON @extschema@.permissions
+    FOR ALL TO service_role USING (true) WITH CHECK (true);
+
+-- System and platform roles are public knowledge; an organization's custom roles are its members'.
+CREATE POLICY roles_select ON @extschema@.roles
+    FOR SELECT TO authenticated
+    USING (organization_id IS NULL OR organization_id IN (SELECT @extschema@.current_user_org_ids()));
+
+-- Custom roles: by roles.manage, and only below the caller's own rank.
+CREATE POLICY roles_insert_manager ON @extschema@.roles
+    FOR INSERT TO authenticated
+    WITH CHECK (
+        organization_id IN (SELECT @extschema@.current_user_permitted_org_ids('roles.manage'))
+        AND hierarchy_level < @extschema@.current_user_rank(organization_id));
+CREATE POLICY roles_update_manager ON @extschema@.roles
+    FOR UPDATE TO authenticated
+    USING (
+        organization_id IN (SELECT @extschema@.current_user_permitted_org_ids('roles.manage'))
+        AND hierarchy_level < @extschema@.current_user_rank(organization_id))
+    WITH CHECK (
+        organization_id IN (SELECT @extschema@.current_user_permitted_org_ids('roles.manage'))
+        AND hierarchy_level < @extschema@.current_user_rank(organization_id));
+CREATE POLICY roles_delete_manager ON @extschema@.roles
+    FOR DELETE TO authenticated
+    USING (
+        organization_id IN (SELECT @extschema@.current_user_permitted_org_ids('roles.manage'))
+        AND hierarchy_level < @extschema@.current_user_rank(organization_id));
+CREATE POLICY roles_service_role_all ON @extschema@.roles
+    FOR ALL TO service_role USING (true) WITH CHECK (true);
+
+CREATE POLICY role_permissions_select ON @extschema@.role_permissions
+    FOR SELECT TO authenticated
+    USING (role_id IN (SELECT r.id FROM @extschema@.roles r));
+-- A manager grants a custom role below their rank only what they hold themself.
+CREATE POLICY role_permissions_insert_manager ON @extschema@.role_permissions
+    FOR INSERT TO authenticated
+    WITH CHECK (EXISTS (
+        SELECT 1 FROM @extschema@.roles r
+        WHERE r.id = role_id
+          AND r.organization_id IN (SELECT @extschema@.current_user_permitted_org_ids('roles.manage'))
+          AND r.hierarchy_level < @extschema@.current_user_rank(r.organization_id)
+          AND r.organization_id IN (SELECT @extschema@.current_user_permitted_org_ids(permission))));
+CREATE POLICY role_permissions_delete_manager ON @extschema@.role_permissions
+    FOR DELETE TO authenticated
+    USING (EXISTS (
+        SELECT 1 FROM @extschema@.roles r
+        WHERE r.id = role_id
+          AND r.organization_id IN (SELECT @extschema@.current_user_permitted_org_ids('roles.manage'))
+          AND r.hierarchy_level < @extschema@.current_user_rank(r.organization_id)));
+CREATE POLICY role_permissions_service_role_all ON @extschema@.role_permissions
+    FOR ALL TO service_role USING (true) WITH CHECK (true);
+
+-- A user sees their own platform grants; only the service role grants them.
+CREATE POLICY user_roles_select_own ON @extschema@.user_roles
+    FOR SELECT TO authenticated USING (user_id = (SELECT auth.uid()));
+CREATE POLICY user_roles_service_role_all ON @extschema@.user_roles
+    FOR ALL TO service_role USING (true) WITH CHECK (true);
+
+REVOKE ALL ON FUNCTION @extschema@.current_user_permitted_org_ids(text) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.current_user_permitted_org_ids(text) TO authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.has_platform_permission(text) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.has_platform_permission(text) TO authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.current_user_rank(uuid) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.current_user_rank(uuid) TO authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.has_permission(uuid, text) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.has_permission(uuid, text) TO authenticated, service_role;
+
+REVOKE ALL ON FUNCTION @extschema@.check_role() FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.check_member_role() FROM PUBLIC, anon, authenticated, service_role;
+ALTER FUNCTION @extschema@.check_role()
+    SECURITY DEFINER SET search_path = pg_catalog, @extschema@, pg_temp;
+ALTER FUNCTION @extschema@.check_member_role()
+    SECURITY DEFINER SET search_path = pg_catalog, @extschema@, pg_temp;
+
+-- ---------------------------------------------------------------------------------------
+-- members (sql/members.sql, new in 0.2.0: as a fresh install has it)
+-- ---------------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@."delete_organization"(
+	"org_id" uuid
+) RETURNS void
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'delete_organization_wrapper';
+
+CREATE FUNCTION @extschema@."get_my_organizations"() RETURNS TABLE (
+	"id" uuid,
+	"name" TEXT,
+	"slug" TEXT,
+	"org_type" TEXT,
+	"is_personal" bool,
+	"description" TEXT,
+	"avatar_url" TEXT,
+	"owner_id" uuid,
+	"role" TEXT,
+	"plan" TEXT,
+	"member_count" INT,
+	"joined_at" timestamp with time zone,
+	"created_at" timestamp with time zone
+)
+STRICT STABLE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'get_my_organizations_wrapper';
+
+CREATE FUNCTION @extschema@."get_organization"(
+	"org_id" uuid
+) RETURNS TABLE (
+	"id" uuid,
+	"name" TEXT,
+	"slug" TEXT,
+	"org_type" TEXT,
+	"is_personal" bool,
+	"description" TEXT,
+	"avatar_url" TEXT,
+	"owner_id" uuid,
+	"role" TEXT,
+	"plan" TEXT,
+	"member_count" INT,
+	"joined_at" timestamp with time zone,
+	"created_at" timestamp with time zone
+)
+STABLE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'get_organization_wrapper';
+
+CREATE FUNCTION @extschema@."get_organization_by_slug"(
+	"slug" TEXT
+) RETURNS TABLE (
+	"id" uuid,
+	"name" TEXT,
+	"slug" TEXT,
+	"org_type" TEXT,
+	"is_personal" bool,
+	"description" TEXT,
+	"avatar_url" TEXT,
+	"owner_id" uuid,
+	"role" TEXT,
+	"plan" TEXT,
+	"member_count" INT,
+	"joined_at" timestamp with time zone,
+	"created_at" timestamp with time zone
+)
+STABLE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'get_organization_by_slug_wrapper';
+
+CREATE FUNCTION @extschema@."get_organization_members"(
+	"org_id" uuid
+) RETURNS TABLE (
+	"user_id" uuid,
+	"email" TEXT,
+	"display_name" TEXT,
+	"username" TEXT,
+	"avatar_url" TEXT,
+	"role" TEXT,
+	"role_rank" INT,
+	"joined_at" timestamp with time zone
+)
+STABLE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'get_organization_members_wrapper';
+
+CREATE FUNCTION @extschema@."leave_organization"(
+	"org_id" uuid
+) RETURNS void
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'leave_organization_wrapper';
+
+CREATE FUNCTION @extschema@."remove_member"(
+	"org_id" uuid,
+	"user_id" uuid
+) RETURNS void
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'remove_member_wrapper';
+
+CREATE FUNCTION @extschema@."update_member_role"(
+	"org_id" uuid,
+	"user_id" uuid,
+	"role" TEXT
+) RETURNS void
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'update_member_role_wrapper';
+
+-- Member management RPCs (src/members.rs): the members page of an app, with RPCs alone.
+-- Each takes the caller from the JWT and checks the caller's permissions (roles.sql).
+
+-- How a user is named to others (members pages, invitations, the audit log): display name,
+-- else username, else email.
+CREATE FUNCTION @extschema@.user_label(user_id uuid)
+RETURNS text
+LANGUAGE sql STABLE
+AS $$
+    SELECT coalesce(u.display_name, u.username, u.email) FROM @extschema@.users u WHERE u.id = $1
+$$;
+REVOKE ALL ON FUNCTION @extschema@.user_label(uuid) FROM PUBLIC, anon, authenticated, service_role;
+
+REVOKE ALL ON FUNCTION @extschema@.get_my_organizations() FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.get_my_organizations() TO authenticated;
+REVOKE ALL ON FUNCTION @extschema@.get_organization(uuid) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.get_organization(uuid) TO authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.get_organization_by_slug(text) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.get_organization_by_slug(text) TO authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.get_organization_members(uuid) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.get_organization_members(uuid) TO authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.update_member_role(uuid, uuid, text) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.update_member_role(uuid, uuid, text) TO authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.remove_member(uuid, uuid) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.remove_member(uuid, uuid) TO authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.leave_organization(uuid) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.leave_organization(uuid) TO authenticated;
+REVOKE ALL ON FUNCTION @extschema@.delete_organization(uuid) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.delete_organization(uuid) TO authenticated, service_role;
+
+-- ---------------------------------------------------------------------------------------
+-- invitations (sql/invitations.sql, new in 0.2.0: as a fresh install has it)
+-- ---------------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@."accept_invitation"(
+	"token" TEXT
+) RETURNS uuid
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'accept_invitation_wrapper';
+
+CREATE FUNCTION @extschema@."create_invitation"(
+	"org_id" uuid,
+	"email" TEXT,
+	"role" TEXT DEFAULT 'member',
+	"expires_in" interval DEFAULT NULL
+) RETURNS TEXT
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'create_invitation_wrapper';
+
+CREATE FUNCTION @extschema@."create_invitations"(
+	"org_id" uuid,
+	"emails" TEXT[],
+	"role" TEXT DEFAULT 'member',
+	"expires_in" interval DEFAULT NULL
+) RETURNS TABLE (
+	"email" TEXT,
+	"invitation_id" uuid,
+	"token" TEXT
+)
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'create_invitations_wrapper';
+
+CREATE FUNCTION @extschema@."decline_invitation"(
+	"token" TEXT
+) RETURNS void
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'decline_invitation_wrapper';
+
+CREATE FUNCTION @extschema@."get_organization_invitations"(
+	"org_id" uuid
+) RETURNS TABLE (
+	"id" uuid,
+	"email" TEXT,
+	"role" TEXT,
+	"status" TEXT,
+	"invited_by" uuid,
+	"invited_by_name" TEXT,
+	"expires_at" timestamp with time zone,
+	"created_at" timestamp with time zone,
+	"responded_at" timestamp with time zone
+)
+STABLE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'get_organization_invitations_wrapper';
+
+CREATE FUNCTION @extschema@."lookup_invitation"(
+	"token" TEXT
+) RETURNS TABLE (
+	"invitation_id" uuid,
+	"organization_id" uuid,
+	"organization_name" TEXT,
+	"invited_by_name" TEXT,
+	"email" TEXT,
+	"role" TEXT,
+	"status" TEXT,
+	"expires_at" timestamp with time zone
+)
+STABLE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'lookup_invitation_wrapper';
+
+CREATE FUNCTION @extschema@."revoke_invitation"(
+	"invitation_id" uuid
+) RETURNS void
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'revoke_invitation_wrapper';
+
+-- Invitations (seed 002 `invitations`, seed 004 `team_invitations`): src/invitations.rs.
+--
+-- An invitation is bound to an email address (stored lower-cased) and a role no higher than
+-- the inviter's. Only the SHA-256 of its token is stored: the token itself is returned once,
+-- to the inviter, and is what the invitee's link carries. A pending invitation past expires_at
+-- reads as expired (no job needed).
+
+CREATE TABLE @extschema@.invitation_settings (
+    id                    boolean PRIMARY KEY DEFAULT true CONSTRAINT invitation_settings_singleton_check CHECK (id),
+    -- How long an invitation stays valid when create_invitation is not told otherwise.
+    default_expiry        interval NOT NULL DEFAULT interval '7 days',
+    -- The longest expiry an inviter may ask for.
+    max_expiry            interval NOT NULL DEFAULT interval '30 days',
+    -- Pending (unexpired) invitations an organization may have at once.
+    max_pending_per_org   integer NOT NULL DEFAULT 100
+                          CONSTRAINT invitation_settings_max_pending_check CHECK (max_pending_per_org BETWEEN 1 AND 100000),
+    updated_at            timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT invitation_settings_expiry_check
+        CHECK (default_expiry >= interval '5 minutes' AND default_expiry <= max_expiry AND max_expiry <= interval '1 year')
+);
+INSERT INTO @extschema@.invitation_settings DEFAULT VALUES;
+COMMENT ON TABLE @extschema@.invitation_settings IS
+    'Invitation configuration (one row): default and longest expiry, pending invitations per organization.';
+
+CREATE TRIGGER update_invitation_settings_updated_at
+    BEFORE UPDATE ON @extschema@.invitation_settings
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.update_updated_at_column();
+-- A restore's COPY replaces the seeded row (backup.sql).
+CREATE TRIGGER replace_seeded_rows
+    BEFORE INSERT ON @extschema@.invitation_settings
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.replace_seeded_rows();
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.invitation_settings', '');
+REVOKE ALL ON @extschema@.invitation_settings FROM PUBLIC, anon, authenticated, service_role;
+GRANT SELECT ON @extschema@.invitation_settings TO authenticated;
+GRANT SELECT, UPDATE ON @extschema@.invitation_settings TO service_role;
+ALTER TABLE @extschema@.invitation_settings ENABLE ROW LEVEL SECURITY;
+CREATE POLICY invitation_settings_select ON @extschema@.invitation_settings
+    FOR SELECT TO authenticated USING (true);
+CREATE POLICY invitation_settings_service_role_all ON @extschema@.invitation_settings
+    FOR ALL TO service_role USING (true) WITH CHECK (true);
+
+CREATE TABLE @extschema@.invitations (
+    id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    organization_id  uuid NOT NULL REFERENCES @extschema@.organizations (id) ON DELETE CASCADE,
+    email            text NOT NULL
+                     CONSTRAINT invitations_email_check CHECK (email = lower(btrim(email)) AND email LIKE '_%@_%'),
+    role             text NOT NULL,
+    token_hash       bytea NOT NULL UNIQUE CONSTRAINT invitations_token_hash_check CHECK (octet_length(token_hash) = 32),
+    status           text NOT NULL DEFAULT 'pending'
+                     CONSTRAINT invitations_status_check
+                     CHECK (status IN ('pending', 'accepted', 'declined', 'revoked', 'expired')),
+    invited_by       uuid REFERENCES @extschema@.users (id) ON DELETE SET NULL,
+    expires_at       timestamptz NOT NULL,
+    responded_at     timestamptz,
+    accepted_by      uuid REFERENCES @extschema@.users (id) ON DELETE SET NULL,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT invitations_response_check CHECK ((status = 'pending') = (responded_at IS NULL))
+);
+COMMENT ON TABLE @extschema@.invitations IS
+    'Invitations to an organization by email. Created, accepted, declined and revoked through RPCs (create_invitation, …).';
+
+-- The one place expiry is read: a pending invitation past expires_at is expired.
+CREATE FUNCTION @extschema@.effective_invitation_status(status text, expires_at timestamptz)
+RETURNS text
+LANGUAGE sql STABLE
+AS $$
+    SELECT CASE WHEN status = 'pending' AND expires_at <= now() THEN 'expired' ELSE status END
+$$;
+REVOKE ALL ON FUNCTION @extschema@.effective_invitation_status(text, timestamptz) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.effective_invitation_status(text, timestamptz) TO authenticated, service_role;
+
+-- One pending invitation per email and organization: re-inviting replaces it.
+CREATE UNIQUE INDEX invitations_one_pending_per_email ON @extschema@.invitations (organization_id, email)
+    WHERE status = 'pending';
+CREATE INDEX invitations_organization_idx ON @extschema@.invitations (organization_id, created_at DESC);
+CREATE INDEX invitations_email_idx ON @extschema@.invitations (email) WHERE status = 'pending';
+
+CREATE TRIGGER update_invitations_updated_at
+    BEFORE UPDATE ON @extschema@.invitations
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.update_updated_at_column();
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.invitations', '');
+
+-- Read by those who may invite; written only through the RPCs (and by the service role).
+REVOKE ALL ON @extschema@.invitations FROM PUBLIC, anon, authenticated, service_role;
+GRANT SELECT ON @extschema@.invitations TO authenticated;
+GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.invitations TO service_role;
+ALTER TABLE @extschema@.invitations ENABLE ROW LEVEL SECURITY;
+CREATE POLICY invitations_select_inviter ON @extschema@.invitations
+    FOR SELECT TO authenticated
+    USING (organization_id IN (SELECT @extschema@.current_user_permitted_org_ids('members.invite')));
+CREATE POLICY invitations_service_role_all ON @extschema@.invitations
+    FOR ALL TO service_role USING (true) WITH CHECK (true);
+
+REVOKE ALL ON FUNCTION @extschema@.create_invitation(uuid, text, text, interval) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.create_invitation(uuid, text, text, interval) TO authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.create_invitations(uuid, text[], text, interval) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.create_invitations(uuid, text[], text, interval) TO authenticated, service_role;
+-- The accept page may be shown before the invitee signs in.
+REVOKE ALL ON FUNCTION @extschema@.lookup_invitation(text) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.lookup_invitation(text) TO anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.accept_invitation(text) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.accept_invitation(text) TO authenticated;
+REVOKE ALL ON FUNCTION @extschema@.decline_invitation(text) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.decline_invitation(text) TO authenticated;
+REVOKE ALL ON FUNCTION @extschema@.revoke_invitation(uuid) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.revoke_invitation(uuid) TO authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.get_organization_invitations(uuid) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.get_organization_invitations(uuid) TO authenticated, service_role;
+
+-- ---------------------------------------------------------------------------------------
+-- audit (sql/audit.sql, new in 0.2.0: as a fresh install has it)
+-- ---------------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@."audit_changes"()
+	RETURNS TRIGGER
+	LANGUAGE c
+	AS 'MODULE_PATHNAME', 'audit_changes_wrapper';
+
+CREATE FUNCTION @extschema@."refuse_audit_update"()
+	RETURNS TRIGGER
+	LANGUAGE c
+	AS 'MODULE_PATHNAME', 'refuse_audit_update_wrapper';
+
+-- Audit log (seed 004 activity_logs, seed 002 activities): src/audit.rs.
+--
+-- Every privileged change is recorded by the database itself, in the transaction that makes
+-- it: memberships, ownership, invitations, the organization's name, slug and deletion, roles
+-- and their permissions, platform role grants, the subscription's plan and status. Statement
+-- triggers read each statement's transition tables, so a bulk change costs one INSERT.
+--
+-- Append-only: no API role may write, update or delete entries (the trigger functions write
+-- as the table's owner), and nobody may UPDATE one. Entries outlive what they describe (no
+-- foreign keys): an organization's deletion stays on record. The key includes occurred_at,
+-- so the table can be range-partitioned by time without changing its shape.
+
+-- The changed keys of two objects, as {"key": {"before": …, "after": …}} (either side may be
+-- NULL: a creation or a deletion).
+CREATE FUNCTION @extschema@.audit_diff(jsonb, jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT coalesce(pg_catalog.jsonb_object_agg(k, pg_catalog.jsonb_build_object('before', $1 -> k, 'after', $2 -> k)),
+                    '{}'::jsonb)
+    FROM pg_catalog.jsonb_object_keys(coalesce($1, '{}'::jsonb) || coalesce($2, '{}'::jsonb)) AS k
+    WHERE ($1 -> k) IS DISTINCT FROM ($2 -> k)
+$$;
+REVOKE ALL ON FUNCTION @extschema@.audit_diff(jsonb, jsonb) FROM PUBLIC, anon, authenticated, service_role;
+
+CREATE TABLE @extschema@.audit_log (
+    id               uuid NOT NULL DEFAULT gen_random_uuid(),
+    -- The clock, not the transaction's start: entries of one transaction keep their order.
+    occurred_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    -- NULL for platform-wide changes (system roles, platform role grants).
+    organization_id  uuid,
+    -- auth.uid() of the request, if any, and their name at the time.
+    actor_id         uuid,
+    actor_name       text,
+    -- The database role the change was made as: authenticated, service_role, a DBA's role…
+    actor_role       text NOT NULL,
+    action           text NOT NULL CONSTRAINT audit_log_action_check CHECK (action ~ '^[a-z_]+\.[a-z_]+$'),
+    resource_type    text NOT NULL,
+    resource_id      uuid,
+    resource_name    text,
+    -- Changed fields: {"field": {"before": …, "after": …}}.
+    changes          jsonb NOT NULL DEFAULT '{}'::jsonb,
+    -- The client's address from PostgREST's request.headers (x-forwarded-for, x-real-ip).
+    ip_address       inet,
+    PRIMARY KEY (id, occurred_at)
+);
+COMMENT ON TABLE @extschema@.audit_log IS
+    'Append-only record of privileged changes, written by saas_core''s triggers. Read with audit.read in the organization.';
+
+CREATE INDEX audit_log_organization_idx ON @extschema@.audit_log (organization_id, occurred_at DESC);
+CREATE INDEX audit_log_resource_idx ON @extschema@.audit_log (resource_type, resource_id, occurred_at DESC);
+CREATE INDEX audit_log_actor_idx ON @extschema@.audit_log (actor_id, occurred_at DESC) WHERE actor_id IS NOT NULL;
+
+CREATE TRIGGER refuse_audit_update
+    BEFORE UPDATE ON @extschema@.audit_log
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.refuse_audit_update();
+
+-- What is recorded. One trigger per event: a trigger with transition tables takes one event.
+CREATE TRIGGER audit_insert AFTER INSERT ON @extschema@.organizations
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
+CREATE TRIGGER audit_update AFTER UPDATE ON @extschema@.organizations
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
+CREATE TRIGGER audit_delete AFTER DELETE ON @extschema@.organizations
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
+
+CREATE TRIGGER audit_insert AFTER INSERT ON @extschema@.organization_members
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
+CREATE TRIGGER audit_update AFTER UPDATE ON @extschema@.organization_members
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
+CREATE TRIGGER audit_delete AFTER DELETE ON @extschema@.organization_members
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
+
+CREATE TRIGGER audit_insert AFTER INSERT ON @extschema@.invitations
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
+CREATE TRIGGER audit_update AFTER UPDATE ON @extschema@.invitations
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
+
+CREATE TRIGGER audit_insert AFTER INSERT ON @extschema@.roles
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
+CREATE TRIGGER audit_update AFTER UPDATE ON @extschema@.roles
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
+CREATE TRIGGER audit_delete AFTER DELETE ON @extschema@.roles
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
+
+CREATE TRIGGER audit_insert AFTER INSERT ON @extschema@.role_permissions
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
+CREATE TRIGGER audit_delete AFTER DELETE ON @extschema@.role_permissions
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
+
+CREATE TRIGGER audit_insert AFTER INSERT ON @extschema@.user_roles
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
+CREATE TRIGGER audit_update AFTER UPDATE ON @extschema@.user_roles
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
+CREATE TRIGGER audit_delete AFTER DELETE ON @extschema@.user_roles
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
+
+CREATE TRIGGER audit_update AFTER UPDATE ON @extschema@.org_subscriptions
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.audit_log', '');
+
+-- Read only, by permission; written only by the triggers (as the table's owner).
+REVOKE ALL ON @extschema@.audit_log FROM PUBLIC, anon, authenticated, service_role;
+GRANT SELECT ON @extschema@.audit_log TO authenticated, service_role;
+ALTER TABLE @extschema@.audit_log ENABLE ROW LEVEL SECURITY;
+CREATE POLICY audit_log_select_reader ON @extschema@.audit_log
+    FOR SELECT TO authenticated
+    USING (organization_id IN (SELECT @extschema@.current_user_permitted_org_ids('audit.read')));
+CREATE POLICY audit_log_select_service_role ON @extschema@.audit_log
+    FOR SELECT TO service_role USING (true);
+
+REVOKE ALL ON FUNCTION @extschema@.audit_changes() FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.refuse_audit_update() FROM PUBLIC, anon, authenticated, service_role;
+ALTER FUNCTION @extschema@.audit_changes()
+    SECURITY DEFINER SET search_path = pg_catalog, @extschema@, pg_temp;
+
+-- ---------------------------------------------------------------------------------------
+-- notifications (sql/notifications.sql, new in 0.2.0: as a fresh install has it)
+-- ---------------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@."archive_notification"(
+	"notification_id" uuid
+) RETURNS void
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'archive_notification_wrapper';
+
+CREATE FUNCTION @extschema@."get_notifications"(
+	"max_rows" INT DEFAULT 50,
+	"before" timestamp with time zone DEFAULT NULL,
+	"include_archived" bool DEFAULT false
+) RETURNS TABLE (
+	"id" uuid,
+	"organization_id" uuid,
+	"type" TEXT,
+	"title" TEXT,
+	"body" TEXT,
+	"data" jsonb,
+	"link" TEXT,
+	"read_at" timestamp with time zone,
+	"archived_at" timestamp with time zone,
+	"created_at" timestamp with time zone
+)
+STABLE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'get_notifications_wrapper';
+
+CREATE FUNCTION @extschema@."get_unread_notification_count"() RETURNS bigint
+STRICT STABLE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'get_unread_notification_count_wrapper';
+
+CREATE FUNCTION @extschema@."mark_all_notifications_read"(
+	"org_id" uuid DEFAULT NULL
+) RETURNS bigint
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'mark_all_notifications_read_wrapper';
+
+CREATE FUNCTION @extschema@."mark_notification_read"(
+	"notification_id" uuid
+) RETURNS void
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'mark_notification_read_wrapper';
+
+CREATE FUNCTION @extschema@."notify_from_audit"()
+	RETURNS TRIGGER
+	LANGUAGE c
+	AS 'MODULE_PATHNAME', 'notify_from_audit_wrapper';
+
+-- Notifications (seed 004 §4) and user preferences (seed 002 §1): src/notifications.rs.
+--
+-- The database notifies people of what happened to them, from the audit log's entries (one
+-- rule per type, in notify_from_audit): an invitation for an existing account's email, an
+-- invitation accepted (to the inviter), a role changed, a removal from an organization, an
+-- ownership received. Nobody is notified of their own action; a preference with
+-- in_app_enabled = false turns a type off. Each new notification is also sent with pg_notify
+-- on the channel saas_core_notifications ({"id", "user_id", "organization_id", "type"}).
+
+CREATE TABLE @extschema@.notifications (
+    id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id          uuid NOT NULL REFERENCES @extschema@.users (id) ON DELETE CASCADE,
+    organization_id  uuid REFERENCES @extschema@.organizations (id) ON DELETE CASCADE,
+    type             text NOT NULL CONSTRAINT notifications_type_check CHECK (type ~ '^[a-z_]+(\.[a-z_]+)*$'),
+    title            text NOT NULL CONSTRAINT notifications_title_check CHECK (char_length(title) <= 255),
+    body             text NOT NULL,
+    data             jsonb NOT NULL DEFAULT '{}'::jsonb CONSTRAINT notifications_data_check CHECK (jsonb_typeof(data) = 'object'),
+    link             text,
+    read_at          timestamptz,
+    archived_at      timestamptz,
+    created_at       timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE @extschema@.notifications IS
+    'In-app notifications, created by the database. A user reads their own and sets only read_at and archived_at.';
+
+CREATE INDEX notifications_user_idx ON @extschema@.notifications (user_id, created_at DESC);
+CREATE INDEX notifications_unread_idx ON @extschema@.notifications (user_id)
+    WHERE read_at IS NULL AND archived_at IS NULL;
+CREATE INDEX notifications_organization_idx ON @extschema@.notifications (organization_id);
+
+CREATE TABLE @extschema@.notification_preferences (
+    user_id            uuid NOT NULL REFERENCES @extschema@.users (id) ON DELETE CASCADE,
+    notification_type  text NOT NULL
+                       CONSTRAINT notification_preferences_type_check CHECK (notification_type ~ '^[a-z_]+(\.[a-z_]+)*$'),
+    in_app_enabled     boolean NOT NULL DEFAULT true,
+    -- For the application's mailer: saas_core sends no email.
+    email_enabled      boolean NOT NULL DEFAULT true,
+    email_frequency    text NOT NULL DEFAULT 'immediate'
+                       CONSTRAINT notification_preferences_frequency_check
+                       CHECK (email_frequency IN ('immediate', 'daily', 'weekly', 'never')),
+    updated_at         timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, notification_type)
+);
+
+CREATE TABLE @extschema@.user_preferences (
+    user_id     uuid NOT NULL REFERENCES @extschema@.users (id) ON DELETE CASCADE,
+    category    text NOT NULL DEFAULT 'general'
+                CONSTRAINT user_preferences_category_check CHECK (category ~ '^[a-z][a-z0-9_]{0,62}$'),
+    key         text NOT NULL CONSTRAINT user_preferences_key_check CHECK (key ~ '^[a-z][a-z0-9_.]{0,126}$'),
+    value       jsonb NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, category, key)
+);
+COMMENT ON TABLE @extschema@.user_preferences IS
+    'Per-user settings as key/value (theme, language, …), read and written by the user.';
+
+CREATE TRIGGER update_notification_preferences_updated_at
+    BEFORE UPDATE ON @extschema@.notification_preferences
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.update_updated_at_column();
+CREATE TRIGGER update_user_preferences_updated_at
+    BEFORE UPDATE ON @extschema@.user_preferences
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.update_updated_at_column();
+
+CREATE TRIGGER notify_from_audit
+    AFTER INSERT ON @extschema@.audit_log
+    REFERENCING NEW TABLE AS new_entries
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.notify_from_audit();
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.notifications', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.notification_preferences', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.user_preferences', '');
+
+REVOKE ALL ON @extschema@.notifications, @extschema@.notification_preferences, @extschema@.user_preferences
+    FROM PUBLIC, anon, authenticated, service_role;
+GRANT SELECT ON @extschema@.notifications TO authenticated;
+GRANT UPDATE (read_at, archived_at) ON @extschema@.notifications TO authenticated;
+GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.notification_preferences, @extschema@.user_preferences TO authenticated;
+GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.notifications, @extschema@.notification_preferences,
+    @extschema@.user_preferences TO service_role;
+
+ALTER TABLE @extschema@.notifications ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.notification_preferences ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.user_preferences ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY notifications_select_own ON @extschema@.notifications
+    FOR SELECT TO authenticated USING (user_id = (SELECT auth.uid()));
+CREATE POLICY notifications_update_own ON @extschema@.notifications
+    FOR UPDATE TO authenticated
+    USING (user_id = (SELECT auth.uid())) WITH CHECK (user_id = (SELECT auth.uid()));
+CREATE POLICY notifications_service_role_all ON @extschema@.notifications
+    FOR ALL TO service_role USING (true) WITH CHECK (true);
+
+CREATE POLICY notification_preferences_own ON @extschema@.notification_preferences
+    FOR ALL TO authenticated
+    USING (user_id = (SELECT auth.uid())) WITH CHECK (user_id = (SELECT auth.uid()));
+CREATE POLICY notification_preferences_service_role_all ON @extschema@.notification_preferences
+    FOR ALL TO service_role USING (true) WITH CHECK (true);
+
+CREATE POLICY user_preferences_own ON @extschema@.user_preferences
+    FOR ALL TO authenticated
+    USING (user_id = (SELECT auth.uid())) WITH CHECK (user_id = (SELECT auth.uid()));
+CREATE POLICY user_preferences_service_role_all ON @extschema@.user_preferences
+    FOR ALL TO service_role USING (true) WITH CHECK (true);
+
+REVOKE ALL ON FUNCTION @extschema@.notify_from_audit() FROM PUBLIC, anon, authenticated, service_role;
+ALTER FUNCTION @extschema@.notify_from_audit()
+    SECURITY DEFINER SET search_path = pg_catalog, @extschema@, pg_temp;
+
+REVOKE ALL ON FUNCTION @extschema@.get_notifications(integer, timestamptz, boolean) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.get_notifications(integer, timestamptz, boolean) TO authenticated;
+REVOKE ALL ON FUNCTION @extschema@.get_unread_notification_count() FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.get_unread_notification_count() TO authenticated;
+REVOKE ALL ON FUNCTION @extschema@.mark_notification_read(uuid) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.mark_notification_read(uuid) TO authenticated;
+REVOKE ALL ON FUNCTION @extschema@.mark_all_notifications_read(uuid) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.mark_all_notifications_read(uuid) TO authenticated;
+REVOKE ALL ON FUNCTION @extschema@.archive_notification(uuid) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.archive_notification(uuid) TO authenticated;
+
+-- ---------------------------------------------------------------------------------------
 -- finalize (sql/finalize.sql)
 -- ---------------------------------------------------------------------------------------
 CREATE FUNCTION @extschema@.hand_objects_to_owner()

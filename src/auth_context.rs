@@ -60,6 +60,34 @@ pub fn current_role_is_service_role() -> bool {
     unsafe { has_service_role_privileges(pg_sys::GetUserId()) }
 }
 
+/// The name of the role the request runs as (PostgREST's `SET LOCAL ROLE`, a DBA's login),
+/// not the owner of a SECURITY DEFINER function.
+pub fn outer_role_name() -> String {
+    // SAFETY: a syscache lookup of the backend's own outer role; NULL when it is gone.
+    unsafe {
+        let name = pg_sys::GetUserNameFromId(pg_sys::GetOuterUserId(), true);
+        if name.is_null() {
+            return "unknown".into();
+        }
+        CStr::from_ptr(name).to_string_lossy().into_owned()
+    }
+}
+
+/// A configuration setting (a GUC such as PostgREST's `request.headers`), if set and not empty.
+pub fn setting(name: &str) -> Option<String> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: reads the setting's current value; missing_ok avoids an error for unknown names.
+    let value = unsafe { pg_sys::GetConfigOption(name.as_ptr(), true, false) };
+    if value.is_null() {
+        return None;
+    }
+    // SAFETY: a NUL-terminated string owned by the GUC machinery, copied at once.
+    let value = unsafe { CStr::from_ptr(value) }
+        .to_string_lossy()
+        .into_owned();
+    (!value.is_empty()).then_some(value)
+}
+
 /// Lets the service role act for anyone, and anybody else only for themself.
 pub fn require_self_or_service(client: &SpiClient<'_>, user_id: pgrx::Uuid, action: &str) {
     if caller_is_service_role() {

@@ -174,6 +174,9 @@ pub enum Role {
     Admin,
     Member,
     Viewer,
+    /// A custom role of the organization: reads like a viewer (metering's writes and seats
+    /// follow the system roles).
+    Custom,
     /// The service role, acting for the organization rather than as one of its members.
     Service,
 }
@@ -185,13 +188,13 @@ impl Role {
             "admin" => Some(Role::Admin),
             "member" => Some(Role::Member),
             "viewer" => Some(Role::Viewer),
-            _ => None,
+            _ => Some(Role::Custom),
         }
     }
 
-    /// Viewers read; everyone else may record usage.
+    /// Viewers and custom roles read; owners, admins and members record usage.
     pub fn records_usage(self) -> bool {
-        !matches!(self, Role::Viewer)
+        !matches!(self, Role::Viewer | Role::Custom)
     }
 
     /// Owners and admins add members.

@@ -4,7 +4,10 @@
 //! tests. The SQL files are ordered by explicit `requires`:
 //!
 //! `auth` → `backup` → `identity` → `organizations` → `billing` → `entitlements` →
-//! `metering` → `retention` → `recording` → `provisioning` → `finalize`.
+//! `metering` → `retention` → `recording` → `provisioning`; `organizations` → `roles` →
+//! `members` (needs `entitlements`) → `invitations` → `audit` (needs `billing`) →
+//! `notifications`; `finalize` last.
+mod audit;
 mod auth_context;
 mod backup;
 mod billing;
@@ -12,17 +15,21 @@ mod counting;
 mod entitlements;
 mod errors;
 mod identity;
+mod invitations;
 mod jsonb;
 mod legacy_v0_1;
+mod members;
 mod metering;
 mod meters;
 mod names;
+mod notifications;
 mod organizations;
 mod plan_catalog;
 mod provisioning;
 mod quota;
 mod recording;
 mod retention;
+mod roles;
 mod spi;
 mod timestamps;
 

@@ -18,6 +18,7 @@ use crate::identity;
 #[allow(unused_imports)] // named in `requires` below
 use crate::names::is_valid_slug;
 use crate::names::{self, Refusal};
+use crate::roles::Access;
 use crate::spi::{self, types, Expect, Statement};
 
 pgrx::extension_sql_file!(
@@ -562,7 +563,7 @@ static LOCK_ORG: Statement = Statement::write(
 
 /// Makes `new_owner`, a member of the team `org_id`, its owner: `owner_id` and the role
 /// `owner` change together, and the previous owner becomes an admin. Callable by a member
-/// whose role is `owner`, or by the service role.
+/// whose role grants `ownership.transfer` (owners), or by the service role.
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn transfer_ownership(org_id: Option<Uuid>, new_owner: Option<Uuid>) {
@@ -597,7 +598,9 @@ fn transfer_ownership(org_id: Option<Uuid>, new_owner: Option<Uuid>) {
                 "transfer_ownership: only an owner of the organization may transfer it",
             )
         };
-        if !service && caller_role.as_deref() != Some("owner") {
+        let may_transfer = caller_role.is_some()
+            && caller.is_some_and(|uid| Access::of(client, org, uid).has("ownership.transfer"));
+        if !service && !may_transfer {
             errors::insufficient_privilege(
                 "transfer_ownership: only an owner of the organization may transfer it",
             );

@@ -22,4 +22,14 @@ SELECT line FROM (
     UNION ALL SELECT 'usage_meter_locks ' || to_jsonb(x)::text FROM usage_meter_locks x
     UNION ALL SELECT 'usage_meter_leases ' || to_jsonb(x)::text FROM usage_meter_leases x
     UNION ALL SELECT 'usage_counters ' || to_jsonb(x)::text FROM usage_counters x
+    UNION ALL SELECT 'permissions ' || to_jsonb(x)::text FROM permissions x
+    UNION ALL SELECT 'roles ' || to_jsonb(x)::text FROM roles x
+    UNION ALL SELECT 'role_permissions ' || to_jsonb(x)::text FROM role_permissions x
+    UNION ALL SELECT 'user_roles ' || to_jsonb(x)::text FROM user_roles x
+    UNION ALL SELECT 'invitation_settings ' || to_jsonb(x)::text FROM invitation_settings x
+    UNION ALL SELECT 'invitations ' || to_jsonb(x)::text FROM invitations x
+    UNION ALL SELECT 'audit_log ' || to_jsonb(x)::text FROM audit_log x
+    UNION ALL SELECT 'notifications ' || to_jsonb(x)::text FROM notifications x
+    UNION ALL SELECT 'notification_preferences ' || to_jsonb(x)::text FROM notification_preferences x
+    UNION ALL SELECT 'user_preferences ' || to_jsonb(x)::text FROM user_preferences x
 ) t ORDER BY line;
