@@ -35,29 +35,7 @@ psql_q -d "$DB" -c "CREATE EXTENSION saas_core"
 psql_q -d "$DB" -v orgs="$ORGS" -f "$ROOT/bench/metering/setup.sql"
 cp -r "$PGB" "$OUT/pgbench"; chown -R postgres "$OUT/pgbench"
 
-RESULTS="$OUT/results.tsv"; : > "$RESULTS"
-sql() { "$PG_BIN/psql" -X -q -At -d "$DB" -c "$1"; }
-record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >> "$RESULTS"; printf '  %-58s %-26s %s\n' "$1" "$2" "$3"; }
-
-# tps SCRIPT CLIENTS ORGS [ROLE]: transactions per second of one pgbench run
-tps() {
-  local script="$1" c="$2" orgs="$3" role="${4:-service_role}"
-  sql "CHECKPOINT" >/dev/null
-  PGOPTIONS="-c role=$role ${PGB_OPTIONS:-}" "$PG_BIN/pgbench" -n -M prepared -c "$c" -j "$(( c < 4 ? c : 4 ))" -T "$T" \
-    -D orgs="$orgs" -f "$OUT/pgbench/$script" -d "$DB" 2>&1 \
-    | awk '/^tps = / {print int($3)}'
-}
-
-median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : int((a[NR/2] + a[NR/2+1]) / 2)}'; }
-
-# measure NAME SCRIPT CLIENTS ORGS [ROLE]: median tps over ROUNDS
-measure() {
-  local name="$1" script="$2" c="$3" orgs="$4" role="${5:-service_role}" r vals=()
-  for r in $(seq "$ROUNDS"); do vals+=("$(tps "$script" "$c" "$orgs" "$role")"); done
-  printf '%s\n' "${vals[@]}" | median
-}
-
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+source "$ROOT/scripts/bench_common.sh"
 
 if section 1; then
 log "1. single-row ingestion, one INSERT per transaction (tps), as service_role"

@@ -2,7 +2,8 @@
 --
 -- Every privileged change is recorded by the database itself, in the transaction that makes
 -- it: memberships, ownership, invitations, the organization's name, slug and deletion, roles
--- and their permissions, platform role grants, the subscription's plan and status. Statement
+-- and their permissions, platform role grants, the subscription's plan and status, teams and
+-- workspaces and who is in them. Statement
 -- triggers read each statement's transition tables, so a bulk change costs one INSERT.
 --
 -- Append-only: no API role may write, update or delete entries (the trigger functions write
@@ -92,6 +93,30 @@ CREATE TRIGGER audit_insert AFTER INSERT ON @extschema@.user_roles
 CREATE TRIGGER audit_update AFTER UPDATE ON @extschema@.user_roles
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
 CREATE TRIGGER audit_delete AFTER DELETE ON @extschema@.user_roles
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
+
+CREATE TRIGGER audit_insert AFTER INSERT ON @extschema@.teams
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
+CREATE TRIGGER audit_update AFTER UPDATE ON @extschema@.teams
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
+CREATE TRIGGER audit_delete AFTER DELETE ON @extschema@.teams
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
+
+CREATE TRIGGER audit_insert AFTER INSERT ON @extschema@.team_members
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
+CREATE TRIGGER audit_delete AFTER DELETE ON @extschema@.team_members
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
+
+CREATE TRIGGER audit_insert AFTER INSERT ON @extschema@.workspaces
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
+CREATE TRIGGER audit_update AFTER UPDATE ON @extschema@.workspaces
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
+CREATE TRIGGER audit_delete AFTER DELETE ON @extschema@.workspaces
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
+
+CREATE TRIGGER audit_insert AFTER INSERT ON @extschema@.workspace_members
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
+CREATE TRIGGER audit_delete AFTER DELETE ON @extschema@.workspace_members
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_changes();
 
 CREATE TRIGGER audit_update AFTER UPDATE ON @extschema@.org_subscriptions

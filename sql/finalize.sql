@@ -26,7 +26,7 @@ BEGIN
                       c.oid::regclass, owner)
         FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
         WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_extension'::regclass
-          AND d.refobjid = ext AND d.deptype = 'e' AND c.relkind IN ('r', 'p', 'S') AND c.relowner <> owner
+          AND d.refobjid = ext AND d.deptype = 'e' AND c.relkind IN ('r', 'p', 'v', 'S') AND c.relowner <> owner
         UNION ALL
         SELECT format('ALTER ROUTINE %s OWNER TO %s', p.oid::regprocedure, owner)
         FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid

@@ -1,6 +1,7 @@
 -- Invitations (seed 002 `invitations`, seed 004 `team_invitations`): src/invitations.rs.
 --
--- An invitation is bound to an email address (stored lower-cased) and a role no higher than
+-- An invitation is to an organization, and optionally to one of its teams and/or workspaces
+-- (accepting joins those too). It is bound to an email address (stored lower-cased) and a role no higher than
 -- the inviter's. Only the SHA-256 of its token is stored: the token itself is returned once,
 -- to the inviter, and is what the invitee's link carries. A pending invitation past expires_at
 -- reads as expired (no job needed).
@@ -45,6 +46,9 @@ CREATE TABLE @extschema@.invitations (
     email            text NOT NULL
                      CONSTRAINT invitations_email_check CHECK (email = lower(btrim(email)) AND email LIKE '_%@_%'),
     role             text NOT NULL,
+    -- Optionally also to one of the organization's teams and/or workspaces.
+    team_id          uuid,
+    workspace_id     uuid,
     token_hash       bytea NOT NULL UNIQUE CONSTRAINT invitations_token_hash_check CHECK (octet_length(token_hash) = 32),
     status           text NOT NULL DEFAULT 'pending'
                      CONSTRAINT invitations_status_check
@@ -55,7 +59,11 @@ CREATE TABLE @extschema@.invitations (
     accepted_by      uuid REFERENCES @extschema@.users (id) ON DELETE SET NULL,
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT invitations_response_check CHECK ((status = 'pending') = (responded_at IS NULL))
+    CONSTRAINT invitations_response_check CHECK ((status = 'pending') = (responded_at IS NULL)),
+    CONSTRAINT invitations_team_fkey FOREIGN KEY (team_id, organization_id)
+        REFERENCES @extschema@.teams (id, organization_id) ON DELETE CASCADE,
+    CONSTRAINT invitations_workspace_fkey FOREIGN KEY (workspace_id, organization_id)
+        REFERENCES @extschema@.workspaces (id, organization_id) ON DELETE CASCADE
 );
 COMMENT ON TABLE @extschema@.invitations IS
     'Invitations to an organization by email. Created, accepted, declined and revoked through RPCs (create_invitation, …).';
@@ -75,6 +83,8 @@ CREATE UNIQUE INDEX invitations_one_pending_per_email ON @extschema@.invitations
     WHERE status = 'pending';
 CREATE INDEX invitations_organization_idx ON @extschema@.invitations (organization_id, created_at DESC);
 CREATE INDEX invitations_email_idx ON @extschema@.invitations (email) WHERE status = 'pending';
+CREATE INDEX invitations_team_idx ON @extschema@.invitations (team_id) WHERE team_id IS NOT NULL;
+CREATE INDEX invitations_workspace_idx ON @extschema@.invitations (workspace_id) WHERE workspace_id IS NOT NULL;
 
 CREATE TRIGGER update_invitations_updated_at
     BEFORE UPDATE ON @extschema@.invitations
@@ -93,10 +103,10 @@ CREATE POLICY invitations_select_inviter ON @extschema@.invitations
 CREATE POLICY invitations_service_role_all ON @extschema@.invitations
     FOR ALL TO service_role USING (true) WITH CHECK (true);
 
-REVOKE ALL ON FUNCTION @extschema@.create_invitation(uuid, text, text, interval) FROM PUBLIC, anon, authenticated, service_role;
-GRANT EXECUTE ON FUNCTION @extschema@.create_invitation(uuid, text, text, interval) TO authenticated, service_role;
-REVOKE ALL ON FUNCTION @extschema@.create_invitations(uuid, text[], text, interval) FROM PUBLIC, anon, authenticated, service_role;
-GRANT EXECUTE ON FUNCTION @extschema@.create_invitations(uuid, text[], text, interval) TO authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.create_invitation(uuid, text, text, interval, uuid, uuid) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.create_invitation(uuid, text, text, interval, uuid, uuid) TO authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.create_invitations(uuid, text[], text, interval, uuid, uuid) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.create_invitations(uuid, text[], text, interval, uuid, uuid) TO authenticated, service_role;
 -- The accept page may be shown before the invitee signs in.
 REVOKE ALL ON FUNCTION @extschema@.lookup_invitation(text) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION @extschema@.lookup_invitation(text) TO anon, authenticated, service_role;

@@ -164,6 +164,7 @@ INSERT INTO @extschema@.permissions (key, description) VALUES
     ('org.delete',          'Delete the organization'),
     ('ownership.transfer',  'Hand the organization to another member'),
     ('roles.manage',        'Create, change and delete custom roles'),
+    ('teams.manage',        'Create and manage every team and workspace, secret ones included'),
     ('audit.read',          'Read the organization''s audit log');
 
 INSERT INTO @extschema@.roles (scope, key, name, description, hierarchy_level, is_system) VALUES
@@ -179,7 +180,7 @@ FROM @extschema@.roles r
 JOIN @extschema@.permissions p ON CASE r.key
     WHEN 'owner'   THEN true
     WHEN 'admin'   THEN p.key IN ('members.invite', 'members.remove', 'members.change_role',
-                                  'billing.read', 'settings.update', 'audit.read')
+                                  'billing.read', 'settings.update', 'audit.read', 'teams.manage')
     WHEN 'support' THEN p.key IN ('audit.read', 'billing.read')
     ELSE false END
 WHERE r.organization_id IS NULL;

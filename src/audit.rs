@@ -166,6 +166,71 @@ static SUBSCRIPTION_CHANGED: Statement = audited!(
      WHERE a.changes <> '{}'::jsonb"
 );
 
+static TEAM_CREATED: Statement = audited!(
+    "SELECT n.organization_id, 'team.created', 'team', n.id, n.name,
+            audit_diff(NULL, jsonb_build_object('name', n.name, 'privacy', n.privacy))
+     FROM new_rows n"
+);
+
+static TEAM_CHANGED: Statement = audited!(
+    "SELECT n.organization_id, 'team.updated', 'team', n.id, n.name,
+            audit_diff(to_jsonb(o) - '{created_at,updated_at}'::text[], to_jsonb(n) - '{created_at,updated_at}'::text[])
+     FROM old_rows o JOIN new_rows n ON n.id = o.id
+     WHERE (to_jsonb(o) - '{created_at,updated_at}'::text[]) <> (to_jsonb(n) - '{created_at,updated_at}'::text[])"
+);
+
+static TEAM_DELETED: Statement = audited!(
+    "SELECT o.organization_id, 'team.deleted', 'team', o.id, o.name,
+            audit_diff(jsonb_build_object('name', o.name, 'privacy', o.privacy), NULL)
+     FROM old_rows o
+     WHERE EXISTS (SELECT 1 FROM organizations g WHERE g.id = o.organization_id)"
+);
+
+static TEAM_MEMBER_ADDED: Statement = audited!(
+    "SELECT n.organization_id, 'team.member_added', 'team', n.team_id, t.name,
+            audit_diff(NULL, jsonb_build_object('user_id', n.user_id, 'user', user_label(n.user_id), 'role', n.role))
+     FROM new_rows n JOIN teams t ON t.id = n.team_id"
+);
+
+// A team's (or its organization's) deletion takes its members along: its own entry says so.
+static TEAM_MEMBER_REMOVED: Statement = audited!(
+    "SELECT o.organization_id, 'team.member_removed', 'team', o.team_id, t.name,
+            audit_diff(jsonb_build_object('user_id', o.user_id, 'user', user_label(o.user_id), 'role', o.role), NULL)
+     FROM old_rows o JOIN teams t ON t.id = o.team_id"
+);
+
+static WORKSPACE_CREATED: Statement = audited!(
+    "SELECT n.organization_id, 'workspace.created', 'workspace', n.id, n.name,
+            audit_diff(NULL, jsonb_build_object('name', n.name, 'slug', n.slug, 'visibility', n.visibility, 'team_id', n.team_id))
+     FROM new_rows n"
+);
+
+static WORKSPACE_CHANGED: Statement = audited!(
+    "SELECT n.organization_id, 'workspace.updated', 'workspace', n.id, n.name,
+            audit_diff(to_jsonb(o) - '{created_at,updated_at}'::text[], to_jsonb(n) - '{created_at,updated_at}'::text[])
+     FROM old_rows o JOIN new_rows n ON n.id = o.id
+     WHERE (to_jsonb(o) - '{created_at,updated_at}'::text[]) <> (to_jsonb(n) - '{created_at,updated_at}'::text[])"
+);
+
+static WORKSPACE_DELETED: Statement = audited!(
+    "SELECT o.organization_id, 'workspace.deleted', 'workspace', o.id, o.name,
+            audit_diff(jsonb_build_object('name', o.name, 'slug', o.slug), NULL)
+     FROM old_rows o
+     WHERE EXISTS (SELECT 1 FROM organizations g WHERE g.id = o.organization_id)"
+);
+
+static WORKSPACE_MEMBER_ADDED: Statement = audited!(
+    "SELECT n.organization_id, 'workspace.member_added', 'workspace', n.workspace_id, w.name,
+            audit_diff(NULL, jsonb_build_object('user_id', n.user_id, 'user', user_label(n.user_id), 'role', n.role))
+     FROM new_rows n JOIN workspaces w ON w.id = n.workspace_id"
+);
+
+static WORKSPACE_MEMBER_REMOVED: Statement = audited!(
+    "SELECT o.organization_id, 'workspace.member_removed', 'workspace', o.workspace_id, w.name,
+            audit_diff(jsonb_build_object('user_id', o.user_id, 'user', user_label(o.user_id), 'role', o.role), NULL)
+     FROM old_rows o JOIN workspaces w ON w.id = o.workspace_id"
+);
+
 /// The statement recording `op` on `table`, if that change is audited.
 fn statement_for(table: &str, op: PgTriggerOperation) -> Option<&'static Statement> {
     use PgTriggerOperation::{Delete, Insert, Update};
@@ -187,6 +252,16 @@ fn statement_for(table: &str, op: PgTriggerOperation) -> Option<&'static Stateme
         ("user_roles", Update) => &PLATFORM_ROLE_CHANGED,
         ("user_roles", Delete) => &PLATFORM_ROLE_REVOKED,
         ("org_subscriptions", Update) => &SUBSCRIPTION_CHANGED,
+        ("teams", Insert) => &TEAM_CREATED,
+        ("teams", Update) => &TEAM_CHANGED,
+        ("teams", Delete) => &TEAM_DELETED,
+        ("team_members", Insert) => &TEAM_MEMBER_ADDED,
+        ("team_members", Delete) => &TEAM_MEMBER_REMOVED,
+        ("workspaces", Insert) => &WORKSPACE_CREATED,
+        ("workspaces", Update) => &WORKSPACE_CHANGED,
+        ("workspaces", Delete) => &WORKSPACE_DELETED,
+        ("workspace_members", Insert) => &WORKSPACE_MEMBER_ADDED,
+        ("workspace_members", Delete) => &WORKSPACE_MEMBER_REMOVED,
         _ => return None,
     })
 }

@@ -25,6 +25,7 @@ pgrx::extension_sql_file!(
     name = "invitations",
     requires = [
         "members",
+        "teams",
         create_invitation,
         create_invitations,
         lookup_invitation,
@@ -103,9 +104,10 @@ static RETIRE_PENDING: Statement = Statement::write(
 );
 
 static INSERT_INVITATION: Statement = Statement::write(
-    "INSERT INTO invitations (organization_id, email, role, token_hash, invited_by, expires_at)
+    "INSERT INTO invitations (organization_id, email, role, token_hash, invited_by, expires_at,
+                              team_id, workspace_id)
      VALUES ($1, $2, $3, sha256(decode($4, 'hex')), $5,
-             now() + coalesce($6, (SELECT default_expiry FROM invitation_settings)))
+             now() + coalesce($6, (SELECT default_expiry FROM invitation_settings)), $7, $8)
      RETURNING id",
     &[
         types::UUID,
@@ -114,13 +116,29 @@ static INSERT_INVITATION: Statement = Statement::write(
         types::TEXT,
         types::UUID,
         types::INTERVAL,
+        types::UUID,
+        types::UUID,
     ],
+);
+
+// Who may invite into a team or workspace besides team managers: its lead / its admins. The
+// team or workspace must belong to the organization.
+static MAY_INVITE_TO: Statement = Statement::read(
+    "SELECT ($2::uuid IS NULL OR EXISTS (SELECT 1 FROM teams WHERE id = $2 AND organization_id = $1))
+        AND ($3::uuid IS NULL OR EXISTS (SELECT 1 FROM workspaces WHERE id = $3 AND organization_id = $1)),
+            ($2::uuid IS NULL OR EXISTS (SELECT 1 FROM team_members
+                                         WHERE team_id = $2 AND user_id = $4 AND role = 'lead'))
+        AND ($3::uuid IS NULL OR EXISTS (SELECT 1 FROM workspace_members
+                                         WHERE workspace_id = $3 AND user_id = $4 AND role = 'admin'))",
+    &[types::UUID, types::UUID, types::UUID, types::UUID],
 );
 
 /// What every invitation of one call shares, checked once.
 struct Inviter {
     org: Uuid,
     role: String,
+    team: Option<Uuid>,
+    workspace: Option<Uuid>,
     invited_by: Option<Uuid>,
     expires_in: Option<Interval>,
     max_pending: i64,
@@ -131,12 +149,38 @@ impl Inviter {
         client: &mut SpiClient<'_>,
         org: Uuid,
         role: &str,
+        into: (Option<Uuid>, Option<Uuid>),
         expires_in: Option<Interval>,
         action: &str,
     ) -> Inviter {
+        let (team, workspace) = into;
         let access = caller_access(client, org, action);
-        if access.is_member() || !auth_context::caller_is_service_role() {
+        let service = !access.is_member() && auth_context::caller_is_service_role();
+        if !service {
             access.require("members.invite", action);
+        }
+        if team.is_some() || workspace.is_some() {
+            let what = "reading the team or workspace";
+            let caller = auth_context::current_uid(client);
+            let table = client
+                .select(
+                    MAY_INVITE_TO.prepared(client),
+                    Some(1),
+                    &[org.into(), team.into(), workspace.into(), caller.into()],
+                )
+                .or_fail(what);
+            let row = table.first();
+            if !row.get::<bool>(1).or_fail(what).unwrap_or(false) {
+                errors::invalid_parameter(format!(
+                    "{action}: the team or workspace is not part of this organization"
+                ));
+            }
+            let leads = row.get::<bool>(2).or_fail(what).unwrap_or(false);
+            if !service && !access.has("teams.manage") && !leads {
+                errors::insufficient_privilege(format!(
+                    "{action}: inviting into a team or workspace takes teams.manage, or leading it"
+                ));
+            }
         }
         let personal =
             spi::one_mut::<bool>(client, &LOCK_ORG, &[org.into()], "reading the organization")
@@ -161,6 +205,8 @@ impl Inviter {
         Inviter {
             org,
             role: role.to_string(),
+            team,
+            workspace,
             invited_by: auth_context::current_uid(client),
             expires_in,
             max_pending: row.get::<i32>(2).or_fail(what).unwrap_or(0) as i64,
@@ -215,6 +261,8 @@ impl Inviter {
                 token.as_str().into(),
                 self.invited_by.into(),
                 self.expires_in.into(),
+                self.team.into(),
+                self.workspace.into(),
             ],
             "creating the invitation",
         );
@@ -222,8 +270,10 @@ impl Inviter {
     }
 }
 
-/// Invites `email` to `org_id` with `role` (at most the inviter's); returns the token, once.
-/// Needs `members.invite`. Re-inviting an address replaces its pending invitation.
+/// Invites `email` to `org_id` with `role` (at most the inviter's), and optionally into one of
+/// its teams / workspaces (`teams.manage`, or leading that team / administering that
+/// workspace); returns the token, once. Needs `members.invite`. Re-inviting an address
+/// replaces its pending invitation.
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn create_invitation(
@@ -231,13 +281,22 @@ fn create_invitation(
     email: Option<&str>,
     role: default!(Option<&str>, "'member'"),
     expires_in: default!(Option<Interval>, "NULL"),
+    team_id: default!(Option<Uuid>, "NULL"),
+    workspace_id: default!(Option<Uuid>, "NULL"),
 ) -> String {
     let org = errors::required(org_id, "org_id");
     let email = normalized_email(errors::required(email, "email"));
     let role = errors::required(role, "role");
     let action = "create_invitation";
     Spi::connect_mut(|client| {
-        let inviter = Inviter::check(client, org, role, expires_in, action);
+        let inviter = Inviter::check(
+            client,
+            org,
+            role,
+            (team_id, workspace_id),
+            expires_in,
+            action,
+        );
         inviter.invite(client, &email, action).1
     })
 }
@@ -250,6 +309,8 @@ fn create_invitations(
     emails: Option<Vec<Option<String>>>,
     role: default!(Option<&str>, "'member'"),
     expires_in: default!(Option<Interval>, "NULL"),
+    team_id: default!(Option<Uuid>, "NULL"),
+    workspace_id: default!(Option<Uuid>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -270,7 +331,14 @@ fn create_invitations(
         addresses.push(email);
     }
     let rows: Vec<_> = Spi::connect_mut(|client| {
-        let inviter = Inviter::check(client, org, role, expires_in, action);
+        let inviter = Inviter::check(
+            client,
+            org,
+            role,
+            (team_id, workspace_id),
+            expires_in,
+            action,
+        );
         addresses
             .into_iter()
             .map(|email| {
@@ -284,9 +352,12 @@ fn create_invitations(
 
 static LOOKUP: Statement = Statement::read(
     "SELECT i.id, i.organization_id, o.name, user_label(i.invited_by),
-            i.email, i.role, effective_invitation_status(i.status, i.expires_at), i.expires_at
+            i.email, i.role, effective_invitation_status(i.status, i.expires_at), i.expires_at,
+            t.name, w.name
      FROM invitations i
      JOIN organizations o ON o.id = i.organization_id
+     LEFT JOIN teams t ON t.id = i.team_id
+     LEFT JOIN workspaces w ON w.id = i.workspace_id
      WHERE i.token_hash = sha256(decode($1, 'hex'))",
     &[types::TEXT],
 );
@@ -308,6 +379,8 @@ fn lookup_invitation(
         name!(role, String),
         name!(status, String),
         name!(expires_at, TimestampWithTimeZone),
+        name!(team_name, Option<String>),
+        name!(workspace_name, Option<String>),
     ),
 > {
     let token = checked_token(token);
@@ -329,6 +402,8 @@ fn lookup_invitation(
             row.get(6).or_fail(what).unwrap_or_default(),
             row.get(7).or_fail(what).unwrap_or_default(),
             errors::required(row.get(8).or_fail(what), "expires_at"),
+            row.get(9).or_fail(what),
+            row.get(10).or_fail(what),
         )
     });
     TableIterator::once(row)
@@ -342,7 +417,8 @@ fn no_such_invitation() -> ! {
 }
 
 static LOCK_BY_TOKEN: Statement = Statement::write(
-    "SELECT i.id, i.organization_id, i.email, i.role, effective_invitation_status(i.status, i.expires_at)
+    "SELECT i.id, i.organization_id, i.email, i.role, effective_invitation_status(i.status, i.expires_at),
+            i.team_id, i.workspace_id
      FROM invitations i WHERE i.token_hash = sha256(decode($1, 'hex'))
      FOR UPDATE",
     &[types::TEXT],
@@ -363,6 +439,20 @@ static ADD_MEMBER: Statement = Statement::write(
     &[types::UUID, types::UUID, types::TEXT],
 );
 
+static JOIN_TEAM: Statement = Statement::write(
+    "INSERT INTO team_members (team_id, organization_id, user_id, added_by)
+     SELECT $1, $2, $3, invited_by FROM invitations WHERE id = $4
+     ON CONFLICT DO NOTHING",
+    &[types::UUID, types::UUID, types::UUID, types::UUID],
+);
+
+static JOIN_WORKSPACE: Statement = Statement::write(
+    "INSERT INTO workspace_members (workspace_id, organization_id, user_id, added_by)
+     SELECT $1, $2, $3, invited_by FROM invitations WHERE id = $4
+     ON CONFLICT DO NOTHING",
+    &[types::UUID, types::UUID, types::UUID, types::UUID],
+);
+
 static RESPOND: Statement = Statement::write(
     "UPDATE invitations SET status = $2, responded_at = now(),
             accepted_by = CASE WHEN $2 = 'accepted' THEN $3 END
@@ -375,6 +465,8 @@ struct Addressed {
     id: Uuid,
     org: Uuid,
     role: String,
+    team: Option<Uuid>,
+    workspace: Option<Uuid>,
     caller: Uuid,
 }
 
@@ -393,6 +485,8 @@ fn addressed_to_caller(client: &mut SpiClient<'_>, token: &str, action: &str) ->
     let email: String = row.get(3).or_fail(what).unwrap_or_default();
     let role: String = row.get(4).or_fail(what).unwrap_or_default();
     let status: String = row.get(5).or_fail(what).unwrap_or_default();
+    let team: Option<Uuid> = row.get(6).or_fail(what);
+    let workspace: Option<Uuid> = row.get(7).or_fail(what);
     let caller_email = spi::one::<String>(
         client,
         &CALLER_EMAIL,
@@ -414,12 +508,15 @@ fn addressed_to_caller(client: &mut SpiClient<'_>, token: &str, action: &str) ->
         id,
         org,
         role,
+        team,
+        workspace,
         caller,
     }
 }
 
-/// Joins the organization the invitation is for, with its role; returns the organization's
-/// id. The caller's account email must be the invited address; single use.
+/// Joins the organization the invitation is for, with its role (and its team / workspace, if
+/// any); returns the organization's id. The caller's account email must be the invited
+/// address; single use.
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn accept_invitation(token: Option<&str>) -> Uuid {
@@ -444,6 +541,24 @@ fn accept_invitation(token: Option<&str>) -> Uuid {
                 ],
                 "joining the organization",
             );
+        }
+        for (target, statement) in [
+            (invitation.team, &JOIN_TEAM),
+            (invitation.workspace, &JOIN_WORKSPACE),
+        ] {
+            if let Some(target) = target {
+                spi::run(
+                    client,
+                    statement,
+                    &[
+                        target.into(),
+                        invitation.org.into(),
+                        invitation.caller.into(),
+                        invitation.id.into(),
+                    ],
+                    "joining the team or workspace",
+                );
+            }
         }
         spi::run(
             client,
@@ -708,6 +823,47 @@ mod tests {
             "SELECT create_invitation('{org}', 'd-d@example.com', 'member', interval '2 years')"
         ))
         .is_some_and(|e| e.contains("expires_in must be between 5 minutes and 30 days")));
+    }
+
+    #[pg_test]
+    fn an_invitation_into_a_team_joins_it_too() {
+        let org = team();
+        let team =
+            Spi::get_one::<pgrx::Uuid>(&format!("SELECT create_team('{org}', 'Ops', 'secret')"))
+                .unwrap()
+                .unwrap();
+        let token = Spi::get_one::<String>(&format!(
+            "SELECT create_invitation('{org}', 'invitee-d@example.com', 'member', team_id => '{team}')"
+        ))
+        .unwrap()
+        .unwrap();
+        act_as(INVITEE);
+        assert_eq!(
+            Spi::get_one::<String>(&format!(
+                "SELECT team_name FROM lookup_invitation('{token}')"
+            ))
+            .unwrap()
+            .as_deref(),
+            Some("Ops")
+        );
+        Spi::run(&format!("SELECT accept_invitation('{token}')")).unwrap();
+        assert_eq!(
+            Spi::get_one::<String>(&format!(
+                "SELECT (SELECT role FROM team_members WHERE team_id = '{team}' AND user_id = '{INVITEE}')"
+            ))
+            .unwrap()
+            .as_deref(),
+            Some("member")
+        );
+        // A team of another organization is refused before anything is written.
+        act_as(OWNER);
+        let other = Spi::get_one::<pgrx::Uuid>("SELECT create_organization('Echo', 'business')")
+            .unwrap()
+            .unwrap();
+        assert!(error_of(&format!(
+            "SELECT create_invitation('{other}', 'x-d@example.com', 'member', team_id => '{team}')"
+        ))
+        .is_some_and(|e| e.contains("not part of this organization")));
     }
 
     #[pg_test]

@@ -5,7 +5,7 @@
 //!
 //! `auth` → `backup` → `identity` → `organizations` → `billing` → `entitlements` →
 //! `metering` → `retention` → `recording` → `provisioning`; `organizations` → `roles` →
-//! `members` (needs `entitlements`) → `invitations` → `audit` (needs `billing`) →
+//! `members` (needs `entitlements`) → `teams` → `invitations` → `audit` (needs `billing`) →
 //! `notifications`; `finalize` last.
 mod audit;
 mod auth_context;
@@ -31,6 +31,7 @@ mod recording;
 mod retention;
 mod roles;
 mod spi;
+mod teams;
 mod timestamps;
 
 ::pgrx::pg_module_magic!(name, version);

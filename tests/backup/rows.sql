@@ -32,4 +32,8 @@ SELECT line FROM (
     UNION ALL SELECT 'notifications ' || to_jsonb(x)::text FROM notifications x
     UNION ALL SELECT 'notification_preferences ' || to_jsonb(x)::text FROM notification_preferences x
     UNION ALL SELECT 'user_preferences ' || to_jsonb(x)::text FROM user_preferences x
+    UNION ALL SELECT 'teams ' || to_jsonb(x)::text FROM teams x
+    UNION ALL SELECT 'team_members ' || to_jsonb(x)::text FROM team_members x
+    UNION ALL SELECT 'workspaces ' || to_jsonb(x)::text FROM workspaces x
+    UNION ALL SELECT 'workspace_members ' || to_jsonb(x)::text FROM workspace_members x
 ) t ORDER BY line;
