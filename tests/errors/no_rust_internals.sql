@@ -19,6 +19,13 @@ SELECT create_organization('Taken', 'business', 'taken-slug');
 SELECT create_organization('Taken Again', 'business', 'taken-slug');
 UPDATE users SET username = 'no spaces' WHERE id = :'u';
 SELECT transfer_ownership(:'org', :'u');
+-- Teams: tokens, membership rules, notifications.
+SELECT accept_invitation('not-a-token');
+SELECT lookup_invitation(repeat('0', 64));
+SELECT remove_member(:'org', :'u');
+SELECT update_member_role(:'org', :'u', 'superuser');
+SELECT create_team(:'org', 'Hidden', 'hidden');
+SELECT mark_notification_read(gen_random_uuid());
 -- A PostgreSQL error raised inside a Rust trigger (the quantity check inside the rollup path
 -- is SQL; the seat limit is Rust).
 RESET ROLE;
