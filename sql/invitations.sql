@@ -99,7 +99,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.invitations TO service_role;
 ALTER TABLE @extschema@.invitations ENABLE ROW LEVEL SECURITY;
 CREATE POLICY invitations_select_inviter ON @extschema@.invitations
     FOR SELECT TO authenticated
-    USING (organization_id IN (SELECT @extschema@.current_user_permitted_org_ids('members.invite')));
+    USING (organization_id = ANY (ARRAY(SELECT @extschema@.current_user_permitted_org_ids('members.invite'))));
 CREATE POLICY invitations_service_role_all ON @extschema@.invitations
     FOR ALL TO service_role USING (true) WITH CHECK (true);
 

@@ -11,6 +11,24 @@ AS $$
 $$;
 REVOKE ALL ON FUNCTION @extschema@.user_label(uuid) FROM PUBLIC, anon, authenticated, service_role;
 
+-- The members of an organization the caller belongs to (or any, for the service role), with the
+-- profile fields a members page shows (other users' profiles are otherwise private). The rule is
+-- require_membership's (Rust, raising 42501 for non-members); it runs once, before any row.
+CREATE FUNCTION @extschema@.get_organization_members(org_id uuid)
+RETURNS TABLE (user_id uuid, email text, display_name text, username text, avatar_url text,
+               role text, role_rank integer, joined_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+    SELECT mr.user_id, u.email, u.display_name, u.username, u.avatar_url, mr.role, mr.hierarchy_level, mr.joined_at
+    FROM @extschema@.member_roles mr
+    JOIN @extschema@.users u ON u.id = mr.user_id
+    WHERE mr.organization_id = $1
+      AND @extschema@.require_membership($1, 'get_organization_members')
+    ORDER BY mr.hierarchy_level DESC, mr.joined_at, mr.user_id
+$$;
+
+REVOKE ALL ON FUNCTION @extschema@.require_membership(uuid, text) FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.get_my_organizations() FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION @extschema@.get_my_organizations() TO authenticated;
 REVOKE ALL ON FUNCTION @extschema@.get_organization(uuid) FROM PUBLIC, anon, authenticated, service_role;

@@ -76,7 +76,7 @@ COMMENT ON TABLE @extschema@.user_roles IS
 -- The one place a member's role key is resolved: a system role, or a custom role of the
 -- member's own organization. Internal (no API role reads it).
 CREATE VIEW @extschema@.member_roles AS
-SELECT m.organization_id, m.user_id, m.role, r.id AS role_id, r.hierarchy_level
+SELECT m.organization_id, m.user_id, m.role, r.id AS role_id, r.hierarchy_level, m.created_at AS joined_at
 FROM @extschema@.organization_members m
 JOIN @extschema@.roles r
   ON r.key = m.role AND r.scope = 'organization'

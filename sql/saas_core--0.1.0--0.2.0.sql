@@ -1097,7 +1097,7 @@ COMMENT ON TABLE @extschema@.user_roles IS
 -- The one place a member's role key is resolved: a system role, or a custom role of the
 -- member's own organization. Internal (no API role reads it).
 CREATE VIEW @extschema@.member_roles AS
-SELECT m.organization_id, m.user_id, m.role, r.id AS role_id, r.hierarchy_level
+SELECT m.organization_id, m.user_id, m.role, r.id AS role_id, r.hierarchy_level, m.created_at AS joined_at
 FROM @extschema@.organization_members m
 JOIN @extschema@.roles r
   ON r.key = m.role AND r.scope = 'organization'
@@ -1391,23 +1391,6 @@ SET search_path TO pg_catalog, @extschema@, pg_temp
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'get_organization_by_slug_wrapper';
 
-CREATE FUNCTION @extschema@."get_organization_members"(
-	"org_id" uuid
-) RETURNS TABLE (
-	"user_id" uuid,
-	"email" TEXT,
-	"display_name" TEXT,
-	"username" TEXT,
-	"avatar_url" TEXT,
-	"role" TEXT,
-	"role_rank" INT,
-	"joined_at" timestamp with time zone
-)
-STABLE SECURITY DEFINER
-SET search_path TO pg_catalog, @extschema@, pg_temp
-LANGUAGE c
-AS 'MODULE_PATHNAME', 'get_organization_members_wrapper';
-
 CREATE FUNCTION @extschema@."leave_organization"(
 	"org_id" uuid
 ) RETURNS void
@@ -1424,6 +1407,14 @@ VOLATILE SECURITY DEFINER
 SET search_path TO pg_catalog, @extschema@, pg_temp
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'remove_member_wrapper';
+
+CREATE FUNCTION @extschema@."require_membership"(
+	"org_id" uuid,
+	"action" TEXT
+) RETURNS bool
+STABLE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'require_membership_wrapper';
 
 CREATE FUNCTION @extschema@."update_member_role"(
 	"org_id" uuid,
@@ -1448,6 +1439,24 @@ AS $$
 $$;
 REVOKE ALL ON FUNCTION @extschema@.user_label(uuid) FROM PUBLIC, anon, authenticated, service_role;
 
+-- The members of an organization the caller belongs to (or any, for the service role), with the
+-- profile fields a members page shows (other users' profiles are otherwise private). The rule is
+-- require_membership's (Rust, raising 42501 for non-members); it runs once, before any row.
+CREATE FUNCTION @extschema@.get_organization_members(org_id uuid)
+RETURNS TABLE (user_id uuid, email text, display_name text, username text, avatar_url text,
+               role text, role_rank integer, joined_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+    SELECT mr.user_id, u.email, u.display_name, u.username, u.avatar_url, mr.role, mr.hierarchy_level, mr.joined_at
+    FROM @extschema@.member_roles mr
+    JOIN @extschema@.users u ON u.id = mr.user_id
+    WHERE mr.organization_id = $1
+      AND @extschema@.require_membership($1, 'get_organization_members')
+    ORDER BY mr.hierarchy_level DESC, mr.joined_at, mr.user_id
+$$;
+
+REVOKE ALL ON FUNCTION @extschema@.require_membership(uuid, text) FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.get_my_organizations() FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION @extschema@.get_my_organizations() TO authenticated;
 REVOKE ALL ON FUNCTION @extschema@.get_organization(uuid) FROM PUBLIC, anon, authenticated, service_role;
@@ -1900,7 +1909,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.invitations TO service_role;
 ALTER TABLE @extschema@.invitations ENABLE ROW LEVEL SECURITY;
 CREATE POLICY invitations_select_inviter ON @extschema@.invitations
     FOR SELECT TO authenticated
-    USING (organization_id IN (SELECT @extschema@.current_user_permitted_org_ids('members.invite')));
+    USING (organization_id = ANY (ARRAY(SELECT @extschema@.current_user_permitted_org_ids('members.invite'))));
 CREATE POLICY invitations_service_role_all ON @extschema@.invitations
     FOR ALL TO service_role USING (true) WITH CHECK (true);
 
@@ -2059,13 +2068,16 @@ CREATE TRIGGER audit_update AFTER UPDATE ON @extschema@.org_subscriptions
 
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.audit_log', '');
 
--- Read only, by permission; written only by the triggers (as the table's owner).
+-- Read only, by permission; written only by the triggers (as the table's owner). The policy
+-- compares with an array computed once per query (an InitPlan), which an index scan on
+-- (organization_id, occurred_at) uses; "IN (SELECT …)" in a policy is never turned into a
+-- join and filters every row of the table.
 REVOKE ALL ON @extschema@.audit_log FROM PUBLIC, anon, authenticated, service_role;
 GRANT SELECT ON @extschema@.audit_log TO authenticated, service_role;
 ALTER TABLE @extschema@.audit_log ENABLE ROW LEVEL SECURITY;
 CREATE POLICY audit_log_select_reader ON @extschema@.audit_log
     FOR SELECT TO authenticated
-    USING (organization_id IN (SELECT @extschema@.current_user_permitted_org_ids('audit.read')));
+    USING (organization_id = ANY (ARRAY(SELECT @extschema@.current_user_permitted_org_ids('audit.read'))));
 CREATE POLICY audit_log_select_service_role ON @extschema@.audit_log
     FOR SELECT TO service_role USING (true);
 
