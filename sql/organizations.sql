@@ -107,20 +107,11 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.organizations, @extschema@.o
 ALTER TABLE @extschema@.organizations ENABLE ROW LEVEL SECURITY;
 ALTER TABLE @extschema@.organization_members ENABLE ROW LEVEL SECURITY;
 
--- Visibility comes from membership only (an owner is always a member).
+-- Visibility comes from membership only (an owner is always a member). Who may change an
+-- organization or its members is a matter of permissions: those policies are in members.sql.
 CREATE POLICY organizations_select_member ON @extschema@.organizations
     FOR SELECT TO authenticated
     USING (id IN (SELECT @extschema@.current_user_org_ids()));
-
-CREATE POLICY organizations_update_admin ON @extschema@.organizations
-    FOR UPDATE TO authenticated
-    USING (id IN (SELECT @extschema@.current_user_org_ids(ARRAY['owner', 'admin'])))
-    WITH CHECK (id IN (SELECT @extschema@.current_user_org_ids(ARRAY['owner', 'admin'])));
-
--- Personal workspaces live as long as their user.
-CREATE POLICY organizations_delete_owner ON @extschema@.organizations
-    FOR DELETE TO authenticated
-    USING (NOT is_personal AND id IN (SELECT @extschema@.current_user_org_ids(ARRAY['owner'])));
 
 CREATE POLICY organizations_service_role_all ON @extschema@.organizations
     FOR ALL TO service_role USING (true) WITH CHECK (true);
@@ -128,40 +119,6 @@ CREATE POLICY organizations_service_role_all ON @extschema@.organizations
 CREATE POLICY organization_members_select_member ON @extschema@.organization_members
     FOR SELECT TO authenticated
     USING (organization_id IN (SELECT @extschema@.current_user_org_ids()));
-
--- Owners and admins add people to team organizations; only owners make owners.
-CREATE POLICY organization_members_insert_admin ON @extschema@.organization_members
-    FOR INSERT TO authenticated
-    WITH CHECK (
-        organization_id IN (SELECT @extschema@.current_user_org_ids(ARRAY['owner', 'admin']))
-        AND (role <> 'owner' OR organization_id IN (SELECT @extschema@.current_user_org_ids(ARRAY['owner'])))
-        AND NOT EXISTS (SELECT 1 FROM @extschema@.organizations o
-                        WHERE o.id = organization_id AND o.is_personal)
-    );
-
--- Nobody changes their own role; admins cannot touch owners or make new ones.
-CREATE POLICY organization_members_update_admin ON @extschema@.organization_members
-    FOR UPDATE TO authenticated
-    USING (
-        user_id <> (SELECT auth.uid())
-        AND organization_id IN (SELECT @extschema@.current_user_org_ids(ARRAY['owner', 'admin']))
-        AND (role <> 'owner' OR organization_id IN (SELECT @extschema@.current_user_org_ids(ARRAY['owner'])))
-    )
-    WITH CHECK (
-        user_id <> (SELECT auth.uid())
-        AND organization_id IN (SELECT @extschema@.current_user_org_ids(ARRAY['owner', 'admin']))
-        AND (role <> 'owner' OR organization_id IN (SELECT @extschema@.current_user_org_ids(ARRAY['owner'])))
-    );
-
--- Owners and admins remove others (admins not owners); anyone but an owner may leave.
-CREATE POLICY organization_members_delete ON @extschema@.organization_members
-    FOR DELETE TO authenticated
-    USING (
-        (user_id = (SELECT auth.uid()) AND role <> 'owner')
-        OR (user_id <> (SELECT auth.uid())
-            AND organization_id IN (SELECT @extschema@.current_user_org_ids(ARRAY['owner', 'admin']))
-            AND (role <> 'owner' OR organization_id IN (SELECT @extschema@.current_user_org_ids(ARRAY['owner']))))
-    );
 
 CREATE POLICY organization_members_service_role_all ON @extschema@.organization_members
     FOR ALL TO service_role USING (true) WITH CHECK (true);

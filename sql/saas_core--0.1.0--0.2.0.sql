@@ -1319,6 +1319,13 @@ ALTER FUNCTION @extschema@.check_member_role()
 -- ---------------------------------------------------------------------------------------
 -- members (sql/members.sql, new in 0.2.0: as a fresh install has it)
 -- ---------------------------------------------------------------------------------------
+-- 0.1.0's write policies on organizations and their members named roles; 0.2.0's check permissions.
+DROP POLICY organizations_update_admin ON @extschema@.organizations;
+DROP POLICY organizations_delete_owner ON @extschema@.organizations;
+DROP POLICY organization_members_insert_admin ON @extschema@.organization_members;
+DROP POLICY organization_members_update_admin ON @extschema@.organization_members;
+DROP POLICY organization_members_delete ON @extschema@.organization_members;
+
 CREATE FUNCTION @extschema@."delete_organization"(
 	"org_id" uuid
 ) RETURNS void
@@ -1399,6 +1406,17 @@ SET search_path TO pg_catalog, @extschema@, pg_temp
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'leave_organization_wrapper';
 
+CREATE FUNCTION @extschema@."may_manage_member"(
+	"org_id" uuid,
+	"permission" TEXT,
+	"current_role" TEXT,
+	"new_role" TEXT
+) RETURNS bool
+STABLE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'may_manage_member_wrapper';
+
 CREATE FUNCTION @extschema@."remove_member"(
 	"org_id" uuid,
 	"user_id" uuid
@@ -1456,6 +1474,43 @@ AS $$
     ORDER BY mr.hierarchy_level DESC, mr.joined_at, mr.user_id
 $$;
 
+-- Direct writes to organizations and their members (PostgREST's PATCH / POST / DELETE) follow
+-- the same permissions and hierarchy as the RPCs: may_manage_member applies the RPCs' rule.
+CREATE POLICY organizations_update_permitted ON @extschema@.organizations
+    FOR UPDATE TO authenticated
+    USING (id = ANY (ARRAY(SELECT @extschema@.current_user_permitted_org_ids('settings.update'))))
+    WITH CHECK (id = ANY (ARRAY(SELECT @extschema@.current_user_permitted_org_ids('settings.update'))));
+
+-- Personal workspaces live as long as their user.
+CREATE POLICY organizations_delete_permitted ON @extschema@.organizations
+    FOR DELETE TO authenticated
+    USING (NOT is_personal AND id = ANY (ARRAY(SELECT @extschema@.current_user_permitted_org_ids('org.delete'))));
+
+-- People are added to team organizations with members.invite, in roles up to the adder's own.
+CREATE POLICY organization_members_insert_permitted ON @extschema@.organization_members
+    FOR INSERT TO authenticated
+    WITH CHECK (
+        @extschema@.may_manage_member(organization_id, 'members.invite', NULL, role)
+        AND NOT EXISTS (SELECT 1 FROM @extschema@.organizations o
+                        WHERE o.id = organization_id AND o.is_personal));
+
+-- Nobody changes their own role; others' only below the changer's rank, to a role up to it.
+CREATE POLICY organization_members_update_permitted ON @extschema@.organization_members
+    FOR UPDATE TO authenticated
+    USING (user_id <> (SELECT auth.uid())
+           AND @extschema@.may_manage_member(organization_id, 'members.change_role', role, NULL))
+    WITH CHECK (user_id <> (SELECT auth.uid())
+                AND @extschema@.may_manage_member(organization_id, 'members.change_role', NULL, role));
+
+-- Members ranked below the remover go with members.remove; anyone but an owner may leave.
+CREATE POLICY organization_members_delete_permitted ON @extschema@.organization_members
+    FOR DELETE TO authenticated
+    USING ((user_id = (SELECT auth.uid()) AND role <> 'owner')
+           OR (user_id <> (SELECT auth.uid())
+               AND @extschema@.may_manage_member(organization_id, 'members.remove', role, NULL)));
+
+REVOKE ALL ON FUNCTION @extschema@.may_manage_member(uuid, text, text, text) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.may_manage_member(uuid, text, text, text) TO authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.require_membership(uuid, text) FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.get_my_organizations() FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION @extschema@.get_my_organizations() TO authenticated;

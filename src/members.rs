@@ -2,8 +2,10 @@
 //! SECURITY DEFINER, takes the caller from the JWT, and enforces its rule itself: every refusal
 //! is an error with a SQLSTATE, never "0 rows".
 //!
-//! The hierarchy, in one place (`require_may_manage`): nobody hands out a role ranked above
-//! their own; only owners touch owners; others manage only members ranked below them. The
+//! The hierarchy, in one place (`roles::manage_refusal`, `roles::may_grant`), for the RPCs and
+//! for direct writes (the membership policies call `may_manage_member`): nobody hands out a
+//! role ranked above their own; only owners touch owners; others manage only members ranked
+//! below them. The
 //! organization's owner (`owner_id`) stays an owner until `transfer_ownership`
 //! (organizations.rs), so the last owner can neither leave nor be demoted.
 // pgrx reads a set-returning function's columns from its signature: they are spelled out there.
@@ -15,7 +17,7 @@ use pgrx::Uuid;
 
 use crate::auth_context;
 use crate::errors;
-use crate::roles::{self, Access, OWNER_RANK};
+use crate::roles::{self, Access};
 use crate::spi::{self, types, Expect, Statement};
 
 pgrx::extension_sql_file!(
@@ -28,6 +30,7 @@ pgrx::extension_sql_file!(
         get_organization,
         get_organization_by_slug,
         require_membership,
+        may_manage_member,
         update_member_role,
         remove_member,
         leave_organization,
@@ -88,19 +91,45 @@ fn acts_as_service(access: &Access) -> bool {
 }
 
 /// Refuses unless the caller (`access`) may change the membership of someone ranked
-/// `target_rank`: owners touch anyone, others only those ranked below them.
+/// `target_rank` (`roles::manage_refusal`).
 fn require_may_manage(access: &Access, target_rank: i32, action: &str) {
-    if acts_as_service(access) || access.is_owner() {
-        return;
+    if let Some(why) = roles::manage_refusal(access, acts_as_service(access), target_rank) {
+        errors::insufficient_privilege(format!("{action}: {why}"));
     }
-    if target_rank >= OWNER_RANK {
-        errors::insufficient_privilege(format!("{action}: only owners touch owners"));
-    }
-    if access.rank.is_none_or(|own| target_rank >= own) {
-        errors::insufficient_privilege(format!(
-            "{action}: you can only manage members ranked below you"
-        ));
-    }
+}
+
+/// For the membership policies (sql/members.sql): whether the caller's role grants
+/// `permission` in `org_id`, lets them touch a member holding `current_role` (if given) and
+/// hand out `new_role` (if given). The same rule the RPCs apply, answering instead of raising.
+#[pg_extern(stable, security_definer)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn may_manage_member(
+    org_id: Option<Uuid>,
+    permission: Option<&str>,
+    current_role: Option<&str>,
+    new_role: Option<&str>,
+) -> bool {
+    let (Some(org), Some(permission)) = (org_id, permission) else {
+        return false;
+    };
+    Spi::connect(|client| {
+        let Some(caller) = auth_context::current_uid(client) else {
+            return false;
+        };
+        let access = Access::of(client, org, caller);
+        if !access.is_member() || !access.has(permission) {
+            return false;
+        }
+        let touches = current_role.is_none_or(|role| {
+            roles::rank_of(client, org, role)
+                .is_some_and(|rank| roles::manage_refusal(&access, false, rank).is_none())
+        });
+        let grants = new_role.is_none_or(|role| {
+            roles::rank_of(client, org, role)
+                .is_some_and(|rank| roles::may_grant(&access, false, rank))
+        });
+        touches && grants
+    })
 }
 
 macro_rules! organization_columns {

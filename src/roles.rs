@@ -109,6 +109,27 @@ pub fn rank_of(client: &SpiClient<'_>, org: Uuid, key: &str) -> Option<i32> {
     )
 }
 
+/// The hierarchy, in one place (the RPCs raise these as 42501, the membership policies call
+/// `may_manage_member`): why a caller (`access`; `service` when acting as the service role)
+/// may not touch a member ranked `target`, if they may not. Owners touch anyone; others only
+/// those ranked below them.
+pub fn manage_refusal(access: &Access, service: bool, target: i32) -> Option<&'static str> {
+    if service || access.is_owner() {
+        None
+    } else if target >= OWNER_RANK {
+        Some("only owners touch owners")
+    } else if access.rank.is_none_or(|own| target >= own) {
+        Some("you can only manage members ranked below you")
+    } else {
+        None
+    }
+}
+
+/// Whether the caller may hand out a role ranked `rank`: nobody grants a role above their own.
+pub fn may_grant(access: &Access, service: bool, rank: i32) -> bool {
+    service || access.rank.is_some_and(|own| rank <= own)
+}
+
 /// Refuses `role` as one the caller (`access`) may hand out in `org`: it must exist there and
 /// rank no higher than the caller's own role (22023 / 42501).
 pub fn require_grantable(
@@ -124,7 +145,7 @@ pub fn require_grantable(
         ))
     };
     let service = auth_context::caller_is_service_role() && !access.is_member();
-    if !service && access.rank.is_none_or(|own| rank > own) {
+    if !may_grant(access, service, rank) {
         errors::insufficient_privilege(format!(
             "{action}: the role \"{role}\" ranks above your own"
         ));

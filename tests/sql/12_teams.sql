@@ -3,7 +3,7 @@
 -- platform support staff and the service role. Each rule is tested from both sides.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(95);
+SELECT plan(102);
 
 \set o   '00000000-0000-4000-8000-000000001201'
 \set ad  '00000000-0000-4000-8000-000000001202'
@@ -273,6 +273,28 @@ SELECT pg_temp.act_as(:'x');
 SELECT is_empty($$ SELECT 1 FROM user_preferences $$, 'and nobody else reads them');
 SELECT throws_ok($$ UPDATE invitation_settings SET max_pending_per_org = 100000 $$, '42501', NULL,
                  'users cannot change invitation settings');
+
+-- ================================================================ direct writes follow the same rule
+SELECT pg_temp.act_as(:'o');
+INSERT INTO roles (organization_id, key, name, hierarchy_level) VALUES (:'org', 'moderator', 'Moderator', 60);
+INSERT INTO role_permissions (role_id, permission)
+SELECT id, 'members.remove' FROM roles WHERE organization_id = :'org' AND key = 'moderator';
+WITH u AS (UPDATE organization_members SET role = 'moderator' WHERE organization_id = :'org' AND user_id = :'m' RETURNING 1)
+SELECT is(count(*)::int, 1, 'the owner gives a custom role with a direct UPDATE') FROM u;
+SELECT pg_temp.act_as(:'m');
+WITH d AS (DELETE FROM organization_members WHERE organization_id = :'org' AND user_id = :'ad' RETURNING 1)
+SELECT is(count(*)::int, 0, 'a custom role with members.remove cannot remove someone ranked above it') FROM d;
+WITH d AS (DELETE FROM organization_members WHERE organization_id = :'org' AND user_id = :'v' RETURNING 1)
+SELECT is(count(*)::int, 1, 'but removes someone ranked below it (direct DELETE)') FROM d;
+SELECT throws_ok(format($$ INSERT INTO organization_members (organization_id, user_id, role) VALUES (%L, %L, 'viewer') $$, :'org', :'x'),
+                 '42501', NULL, 'and adds nobody without members.invite');
+WITH u AS (UPDATE organization_members SET role = 'viewer' WHERE organization_id = :'org' AND user_id = :'nb' RETURNING 1)
+SELECT is(count(*)::int, 0, 'nor changes roles without members.change_role') FROM u;
+SELECT pg_temp.act_as(:'ad');
+WITH u AS (UPDATE organization_members SET role = 'admin' WHERE organization_id = :'org' AND user_id = :'nb' RETURNING 1)
+SELECT is(count(*)::int, 1, 'an admin grants a role up to their own with a direct UPDATE') FROM u;
+SELECT throws_ok(format($$ UPDATE organization_members SET role = 'owner' WHERE organization_id = %L AND user_id = %L $$, :'org', :'m'),
+                 '42501', NULL, 'but not above it');
 
 SELECT * FROM finish();
 ROLLBACK;
