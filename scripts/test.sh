@@ -12,6 +12,7 @@ source tests/backup/run.sh
 source tests/supabase/run.sh
 source tests/errors/run.sh
 source tests/cron/run.sh
+source tests/notify/run.sh
 
 setup_toolchain
 
@@ -58,6 +59,9 @@ check "isolation specs" isolation
 
 log "errors: no Rust internals reach the client (server has RUST_BACKTRACE=1)"
 check "no Rust internals in errors" no_rust_internals_test
+
+log "notifications: pg_notify after commit, with the new row as payload"
+check "pg_notify" notify_test
 
 log "backups: pg_dump -Fc + pg_restore, and pg_dump | psql"
 check "backup and restore (plain PostgreSQL)" backup_test_plain
