@@ -1334,70 +1334,6 @@ SET search_path TO pg_catalog, @extschema@, pg_temp
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'delete_organization_wrapper';
 
-CREATE FUNCTION @extschema@."get_my_organizations"() RETURNS TABLE (
-	"id" uuid,
-	"name" TEXT,
-	"slug" TEXT,
-	"org_type" TEXT,
-	"is_personal" bool,
-	"description" TEXT,
-	"avatar_url" TEXT,
-	"owner_id" uuid,
-	"role" TEXT,
-	"plan" TEXT,
-	"member_count" INT,
-	"joined_at" timestamp with time zone,
-	"created_at" timestamp with time zone
-)
-STRICT STABLE SECURITY DEFINER
-SET search_path TO pg_catalog, @extschema@, pg_temp
-LANGUAGE c
-AS 'MODULE_PATHNAME', 'get_my_organizations_wrapper';
-
-CREATE FUNCTION @extschema@."get_organization"(
-	"org_id" uuid
-) RETURNS TABLE (
-	"id" uuid,
-	"name" TEXT,
-	"slug" TEXT,
-	"org_type" TEXT,
-	"is_personal" bool,
-	"description" TEXT,
-	"avatar_url" TEXT,
-	"owner_id" uuid,
-	"role" TEXT,
-	"plan" TEXT,
-	"member_count" INT,
-	"joined_at" timestamp with time zone,
-	"created_at" timestamp with time zone
-)
-STABLE SECURITY DEFINER
-SET search_path TO pg_catalog, @extschema@, pg_temp
-LANGUAGE c
-AS 'MODULE_PATHNAME', 'get_organization_wrapper';
-
-CREATE FUNCTION @extschema@."get_organization_by_slug"(
-	"slug" TEXT
-) RETURNS TABLE (
-	"id" uuid,
-	"name" TEXT,
-	"slug" TEXT,
-	"org_type" TEXT,
-	"is_personal" bool,
-	"description" TEXT,
-	"avatar_url" TEXT,
-	"owner_id" uuid,
-	"role" TEXT,
-	"plan" TEXT,
-	"member_count" INT,
-	"joined_at" timestamp with time zone,
-	"created_at" timestamp with time zone
-)
-STABLE SECURITY DEFINER
-SET search_path TO pg_catalog, @extschema@, pg_temp
-LANGUAGE c
-AS 'MODULE_PATHNAME', 'get_organization_by_slug_wrapper';
-
 CREATE FUNCTION @extschema@."leave_organization"(
 	"org_id" uuid
 ) RETURNS void
@@ -1417,6 +1353,14 @@ SET search_path TO pg_catalog, @extschema@, pg_temp
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'may_manage_member_wrapper';
 
+CREATE FUNCTION @extschema@."organization_id_by_slug"(
+	"slug" TEXT,
+	"action" TEXT
+) RETURNS uuid
+STABLE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'organization_id_by_slug_wrapper';
+
 CREATE FUNCTION @extschema@."remove_member"(
 	"org_id" uuid,
 	"user_id" uuid
@@ -1433,6 +1377,13 @@ CREATE FUNCTION @extschema@."require_membership"(
 STABLE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'require_membership_wrapper';
+
+CREATE FUNCTION @extschema@."signed_in_user"(
+	"action" TEXT
+) RETURNS uuid
+STABLE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'signed_in_user_wrapper';
 
 CREATE FUNCTION @extschema@."update_member_role"(
 	"org_id" uuid,
@@ -1456,6 +1407,55 @@ AS $$
     SELECT coalesce(u.display_name, u.username, u.email) FROM @extschema@.users u WHERE u.id = $1
 $$;
 REVOKE ALL ON FUNCTION @extschema@.user_label(uuid) FROM PUBLIC, anon, authenticated, service_role;
+
+-- What get_my_organizations, get_organization and get_organization_by_slug return.
+CREATE TYPE @extschema@.organization_summary AS (
+    id uuid, name text, slug text, org_type text, is_personal boolean, description text, avatar_url text,
+    owner_id uuid, role text, plan text, member_count integer, joined_at timestamptz, created_at timestamptz
+);
+
+-- The RPCs that return rows are SQL queries behind a Rust guard (signed_in_user,
+-- require_membership, organization_id_by_slug) that runs once, before any row.
+
+-- The caller's organizations (personal first), with their role, plan and member count.
+CREATE FUNCTION @extschema@.get_my_organizations()
+RETURNS SETOF @extschema@.organization_summary
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+    SELECT o.id, o.name, o.slug, o.org_type, o.is_personal, o.description, o.avatar_url, o.owner_id,
+           m.role, @extschema@.org_effective_plan(o.id), o.member_count, m.created_at, o.created_at
+    FROM @extschema@.organization_members m
+    JOIN @extschema@.organizations o ON o.id = m.organization_id
+    WHERE m.user_id = @extschema@.signed_in_user('get_my_organizations')
+    ORDER BY o.is_personal DESC, lower(o.name), o.id
+$$;
+
+-- One organization the caller belongs to (or any, for the service role).
+CREATE FUNCTION @extschema@.get_organization(org_id uuid)
+RETURNS SETOF @extschema@.organization_summary
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+    SELECT o.id, o.name, o.slug, o.org_type, o.is_personal, o.description, o.avatar_url, o.owner_id,
+           m.role, @extschema@.org_effective_plan(o.id), o.member_count, m.created_at, o.created_at
+    FROM @extschema@.organizations o
+    LEFT JOIN @extschema@.organization_members m ON m.organization_id = o.id AND m.user_id = auth.uid()
+    WHERE o.id = $1 AND @extschema@.require_membership($1, 'get_organization')
+$$;
+
+-- As get_organization, by slug (for URLs like /acme/settings).
+CREATE FUNCTION @extschema@.get_organization_by_slug(slug text)
+RETURNS SETOF @extschema@.organization_summary
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+    SELECT o.id, o.name, o.slug, o.org_type, o.is_personal, o.description, o.avatar_url, o.owner_id,
+           m.role, @extschema@.org_effective_plan(o.id), o.member_count, m.created_at, o.created_at
+    FROM @extschema@.organizations o
+    LEFT JOIN @extschema@.organization_members m ON m.organization_id = o.id AND m.user_id = auth.uid()
+    WHERE o.id = @extschema@.organization_id_by_slug($1, 'get_organization_by_slug')
+$$;
 
 -- The members of an organization the caller belongs to (or any, for the service role), with the
 -- profile fields a members page shows (other users' profiles are otherwise private). The rule is
@@ -1512,6 +1512,8 @@ CREATE POLICY organization_members_delete_permitted ON @extschema@.organization_
 REVOKE ALL ON FUNCTION @extschema@.may_manage_member(uuid, text, text, text) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION @extschema@.may_manage_member(uuid, text, text, text) TO authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.require_membership(uuid, text) FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.signed_in_user(text) FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.organization_id_by_slug(text, text) FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.get_my_organizations() FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION @extschema@.get_my_organizations() TO authenticated;
 REVOKE ALL ON FUNCTION @extschema@.get_organization(uuid) FROM PUBLIC, anon, authenticated, service_role;

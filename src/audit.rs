@@ -373,17 +373,11 @@ fn refuse_audit_update<'a>(
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
+    use crate::testing::claims_of;
     use pgrx::prelude::*;
 
     const OWNER: &str = "00000000-0000-0000-0000-0000000000b1";
     const MEMBER: &str = "00000000-0000-0000-0000-0000000000b2";
-
-    fn act_as(id: &str) {
-        Spi::run(&format!(
-            "SELECT set_config('request.jwt.claims', '{{\"sub\":\"{id}\",\"role\":\"authenticated\"}}', true)"
-        ))
-        .unwrap();
-    }
 
     fn team() -> String {
         Spi::run(&format!(
@@ -392,7 +386,7 @@ mod tests {
                ('{MEMBER}', 'member-b@example.com', '{{}}')"
         ))
         .unwrap();
-        act_as(OWNER);
+        claims_of(OWNER);
         let org = Spi::get_one::<pgrx::Uuid>("SELECT create_organization('Bravo', 'business')")
             .unwrap()
             .unwrap();

@@ -710,20 +710,13 @@ fn get_organization_invitations(
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::spi::error_of;
+    use crate::testing::{claims_of, error_of};
     use pgrx::prelude::*;
 
     const OWNER: &str = "00000000-0000-0000-0000-0000000000d1";
     const ADMIN: &str = "00000000-0000-0000-0000-0000000000d2";
     const INVITEE: &str = "00000000-0000-0000-0000-0000000000d3";
     const OTHER: &str = "00000000-0000-0000-0000-0000000000d4";
-
-    fn act_as(id: &str) {
-        Spi::run(&format!(
-            "SELECT set_config('request.jwt.claims', '{{\"sub\":\"{id}\",\"role\":\"authenticated\"}}', true)"
-        ))
-        .unwrap();
-    }
 
     fn team() -> String {
         Spi::run(&format!(
@@ -732,7 +725,7 @@ mod tests {
                ('{INVITEE}', 'Invitee-D@Example.com'), ('{OTHER}', 'other-d@example.com')"
         ))
         .unwrap();
-        act_as(OWNER);
+        claims_of(OWNER);
         let org = Spi::get_one::<pgrx::Uuid>("SELECT create_organization('Delta', 'business')")
             .unwrap()
             .unwrap();
@@ -769,10 +762,10 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(stored, Some(true));
-        act_as(OTHER);
+        claims_of(OTHER);
         assert!(error_of(&format!("SELECT accept_invitation('{token}')"))
             .is_some_and(|e| e.contains("sent to another email address")));
-        act_as(INVITEE);
+        claims_of(INVITEE);
         Spi::run(&format!("SELECT accept_invitation('{token}')")).unwrap();
         assert_eq!(status(&token), "accepted");
         assert_eq!(
@@ -790,7 +783,7 @@ mod tests {
     #[pg_test]
     fn re_inviting_replaces_and_admins_cannot_invite_owners() {
         let org = team();
-        act_as(ADMIN);
+        claims_of(ADMIN);
         let first = invite(&org, "new-d@example.com", "member");
         let second = invite(&org, "new-d@example.com", "viewer");
         assert_eq!(status(&first), "revoked");
@@ -837,7 +830,7 @@ mod tests {
         ))
         .unwrap()
         .unwrap();
-        act_as(INVITEE);
+        claims_of(INVITEE);
         assert_eq!(
             Spi::get_one::<String>(&format!(
                 "SELECT team_name FROM lookup_invitation('{token}')"
@@ -856,7 +849,7 @@ mod tests {
             Some("member")
         );
         // A team of another organization is refused before anything is written.
-        act_as(OWNER);
+        claims_of(OWNER);
         let other = Spi::get_one::<pgrx::Uuid>("SELECT create_organization('Echo', 'business')")
             .unwrap()
             .unwrap();

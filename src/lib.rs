@@ -47,6 +47,9 @@ pgrx::extension_sql_file!("../sql/auth.sql", name = "auth", bootstrap);
 // Existing accounts are provisioned, and objects handed to the installing role, last.
 pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
+#[cfg(any(test, feature = "pg_test"))]
+mod testing;
+
 /// Required by `cargo pgrx test`.
 #[cfg(test)]
 pub mod pg_test {

@@ -8,9 +8,6 @@
 //! below them. The
 //! organization's owner (`owner_id`) stays an owner until `transfer_ownership`
 //! (organizations.rs), so the last owner can neither leave nor be demoted.
-// pgrx reads a set-returning function's columns from its signature: they are spelled out there.
-#![allow(clippy::type_complexity)]
-use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
@@ -26,9 +23,8 @@ pgrx::extension_sql_file!(
     requires = [
         "roles",
         "entitlements",
-        get_my_organizations,
-        get_organization,
-        get_organization_by_slug,
+        signed_in_user,
+        organization_id_by_slug,
         require_membership,
         may_manage_member,
         update_member_role,
@@ -132,212 +128,52 @@ fn may_manage_member(
     })
 }
 
-macro_rules! organization_columns {
-    () => {
-        "o.id, o.name, o.slug, o.org_type, o.is_personal, o.description, o.avatar_url, o.owner_id,
-         m.role, org_effective_plan(o.id), o.member_count, m.created_at, o.created_at"
-    };
+/// The caller's user id, or 42501 for an anonymous caller: the guard of
+/// `get_my_organizations` (sql/members.sql).
+#[pg_extern(stable)]
+fn signed_in_user(action: Option<&str>) -> Uuid {
+    let action = errors::required(action, "action");
+    Spi::connect(|client| signed_in(client, action))
 }
-
-static MY_ORGANIZATIONS: Statement = Statement::read(
-    concat!(
-        "SELECT ",
-        organization_columns!(),
-        " FROM organization_members m JOIN organizations o ON o.id = m.organization_id
-          WHERE m.user_id = $1
-          ORDER BY o.is_personal DESC, lower(o.name), o.id"
-    ),
-    &[types::UUID],
-);
-
-static ORGANIZATION: Statement = Statement::read(
-    concat!(
-        "SELECT ",
-        organization_columns!(),
-        " FROM organizations o LEFT JOIN organization_members m ON m.organization_id = o.id AND m.user_id = $2
-          WHERE o.id = $1"
-    ),
-    &[types::UUID, types::UUID],
-);
 
 static ORGANIZATION_ID_BY_SLUG: Statement = Statement::read(
     "SELECT id FROM organizations WHERE slug = $1",
     &[types::TEXT],
 );
 
-fn organization_rows(
-    client: &SpiClient<'_>,
-    statement: &'static Statement,
-    args: &[pgrx::datum::DatumWithOid],
-) -> Vec<(
-    Uuid,
-    String,
-    String,
-    String,
-    bool,
-    Option<String>,
-    Option<String>,
-    Uuid,
-    Option<String>,
-    String,
-    i32,
-    Option<TimestampWithTimeZone>,
-    TimestampWithTimeZone,
-)> {
-    let what = "reading organizations";
-    client
-        .select(statement.prepared(client), None, args)
-        .or_fail(what)
-        .map(|row| {
-            (
-                errors::required(row.get(1).or_fail(what), "id"),
-                row.get(2).or_fail(what).unwrap_or_default(),
-                row.get(3).or_fail(what).unwrap_or_default(),
-                row.get(4).or_fail(what).unwrap_or_default(),
-                row.get(5).or_fail(what).unwrap_or(false),
-                row.get(6).or_fail(what),
-                row.get(7).or_fail(what),
-                errors::required(row.get(8).or_fail(what), "owner_id"),
-                row.get(9).or_fail(what),
-                row.get(10).or_fail(what).unwrap_or_else(|| "free".into()),
-                row.get(11).or_fail(what).unwrap_or(0),
-                row.get(12).or_fail(what),
-                errors::required(row.get(13).or_fail(what), "created_at"),
-            )
-        })
-        .collect()
-}
-
-/// The caller's organizations (personal first), with their role, plan and member count.
-#[pg_extern(stable, security_definer)]
-#[search_path(pg_catalog, @extschema@, pg_temp)]
-fn get_my_organizations() -> TableIterator<
-    'static,
-    (
-        name!(id, Uuid),
-        name!(name, String),
-        name!(slug, String),
-        name!(org_type, String),
-        name!(is_personal, bool),
-        name!(description, Option<String>),
-        name!(avatar_url, Option<String>),
-        name!(owner_id, Uuid),
-        name!(role, Option<String>),
-        name!(plan, String),
-        name!(member_count, i32),
-        name!(joined_at, Option<TimestampWithTimeZone>),
-        name!(created_at, TimestampWithTimeZone),
-    ),
-> {
-    let rows = Spi::connect(|client| {
-        let caller = signed_in(client, "get_my_organizations");
-        organization_rows(client, &MY_ORGANIZATIONS, &[caller.into()])
-    });
-    TableIterator::new(rows)
-}
-
-fn one_organization(
-    org: Uuid,
-    action: &str,
-) -> TableIterator<
-    'static,
-    (
-        name!(id, Uuid),
-        name!(name, String),
-        name!(slug, String),
-        name!(org_type, String),
-        name!(is_personal, bool),
-        name!(description, Option<String>),
-        name!(avatar_url, Option<String>),
-        name!(owner_id, Uuid),
-        name!(role, Option<String>),
-        name!(plan, String),
-        name!(member_count, i32),
-        name!(joined_at, Option<TimestampWithTimeZone>),
-        name!(created_at, TimestampWithTimeZone),
-    ),
-> {
-    let rows = Spi::connect(|client| {
-        caller_access(client, org, action);
-        let caller = auth_context::current_uid(client);
-        organization_rows(client, &ORGANIZATION, &[org.into(), caller.into()])
-    });
-    TableIterator::new(rows)
-}
-
-/// One organization the caller belongs to (or any, for the service role).
-#[pg_extern(stable, security_definer)]
-#[search_path(pg_catalog, @extschema@, pg_temp)]
-fn get_organization(
-    org_id: Option<Uuid>,
-) -> TableIterator<
-    'static,
-    (
-        name!(id, Uuid),
-        name!(name, String),
-        name!(slug, String),
-        name!(org_type, String),
-        name!(is_personal, bool),
-        name!(description, Option<String>),
-        name!(avatar_url, Option<String>),
-        name!(owner_id, Uuid),
-        name!(role, Option<String>),
-        name!(plan, String),
-        name!(member_count, i32),
-        name!(joined_at, Option<TimestampWithTimeZone>),
-        name!(created_at, TimestampWithTimeZone),
-    ),
-> {
-    one_organization(errors::required(org_id, "org_id"), "get_organization")
-}
-
-/// As `get_organization`, by slug (for URLs like /acme/settings).
-#[pg_extern(stable, security_definer)]
-#[search_path(pg_catalog, @extschema@, pg_temp)]
-fn get_organization_by_slug(
-    slug: Option<&str>,
-) -> TableIterator<
-    'static,
-    (
-        name!(id, Uuid),
-        name!(name, String),
-        name!(slug, String),
-        name!(org_type, String),
-        name!(is_personal, bool),
-        name!(description, Option<String>),
-        name!(avatar_url, Option<String>),
-        name!(owner_id, Uuid),
-        name!(role, Option<String>),
-        name!(plan, String),
-        name!(member_count, i32),
-        name!(joined_at, Option<TimestampWithTimeZone>),
-        name!(created_at, TimestampWithTimeZone),
-    ),
-> {
+/// The organization with `slug`, if the caller may read it: the guard of
+/// `get_organization_by_slug` (sql/members.sql). A missing slug and a foreign one get the same
+/// 42501; the service role gets 22023 for a missing one.
+#[pg_extern(stable)]
+fn organization_id_by_slug(slug: Option<&str>, action: Option<&str>) -> Uuid {
     let slug = errors::required(slug, "slug");
-    let org = Spi::connect(|client| {
-        spi::one::<Uuid>(
+    let action = errors::required(action, "action");
+    Spi::connect(|client| {
+        let org = spi::one::<Uuid>(
             client,
             &ORGANIZATION_ID_BY_SLUG,
             &[slug.into()],
             "reading the organization",
-        )
-    });
-    match org {
-        Some(org) => one_organization(org, "get_organization_by_slug"),
-        None if auth_context::caller_is_service_role() => {
-            errors::invalid_parameter(format!("get_organization_by_slug: no organization \"{slug}\""))
+        );
+        match org {
+            Some(org) => {
+                caller_access(client, org, action);
+                org
+            }
+            None if auth_context::caller_is_service_role() => {
+                errors::invalid_parameter(format!("{action}: no organization \"{slug}\""))
+            }
+            None => errors::insufficient_privilege(format!(
+                "{action}: you are not a member of this organization (or it does not exist)"
+            )),
         }
-        None => errors::insufficient_privilege(
-            "get_organization_by_slug: you are not a member of this organization (or it does not exist)",
-        ),
-    }
+    })
 }
 
-/// The access check of `get_organization_members` (sql/members.sql), which is a SQL query so
-/// that its rows reach the caller without being converted to Rust values and back (measured:
-/// the conversion of 5,000 rows cost more than the query). True, or an error as
-/// `caller_access` raises it.
+/// The access check of `get_organization` and `get_organization_members` (sql/members.sql):
+/// the RPCs that return rows are SQL queries behind a Rust guard, so that their rows reach the
+/// caller without being converted to Rust values and back (measured: the conversion of 5,000
+/// members cost more than the query). True, or an error as `caller_access` raises it.
 #[pg_extern(stable)]
 fn require_membership(org_id: Option<Uuid>, action: Option<&str>) -> bool {
     let org = errors::required(org_id, "org_id");
@@ -538,7 +374,7 @@ fn delete_organization(org_id: Option<Uuid>) {
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::spi::error_of;
+    use crate::testing::{claims_of, error_of};
     use pgrx::prelude::*;
 
     const OWNER: &str = "00000000-0000-0000-0000-0000000000f1";
@@ -546,13 +382,6 @@ mod tests {
     const ADMIN2: &str = "00000000-0000-0000-0000-0000000000f5";
     const MEMBER: &str = "00000000-0000-0000-0000-0000000000f3";
     const OUTSIDER: &str = "00000000-0000-0000-0000-0000000000f4";
-
-    fn act_as(id: &str) {
-        Spi::run(&format!(
-            "SELECT set_config('request.jwt.claims', '{{\"sub\":\"{id}\",\"role\":\"authenticated\"}}', true)"
-        ))
-        .unwrap();
-    }
 
     /// A business team with an owner, two admins and a member; the caller is the owner.
     fn team() -> String {
@@ -563,7 +392,7 @@ mod tests {
                ('{MEMBER}', 'member-f@example.com', '{{}}'), ('{OUTSIDER}', 'x-f@example.com', '{{}}')"
         ))
         .unwrap();
-        act_as(OWNER);
+        claims_of(OWNER);
         let org = Spi::get_one::<pgrx::Uuid>("SELECT create_organization('Foxtrot', 'business')")
             .unwrap()
             .unwrap();
@@ -586,7 +415,7 @@ mod tests {
     #[pg_test]
     fn a_member_lists_the_team_with_emails_and_an_outsider_cannot() {
         let org = team();
-        act_as(MEMBER);
+        claims_of(MEMBER);
         let emails = Spi::get_one::<String>(&format!(
             "SELECT string_agg(email || ':' || role, ',' ORDER BY role_rank DESC, email) FROM get_organization_members('{org}')"
         ))
@@ -603,7 +432,7 @@ mod tests {
         .unwrap();
         assert_eq!(mine, "owner/free/1,member/business/4");
         Spi::run("SET LOCAL ROLE authenticated").unwrap();
-        act_as(OUTSIDER);
+        claims_of(OUTSIDER);
         let refused = error_of(&format!("SELECT * FROM get_organization_members('{org}')"));
         assert!(refused.is_some_and(|e| e.contains("not a member of this organization")));
     }
@@ -611,7 +440,7 @@ mod tests {
     #[pg_test]
     fn admins_manage_members_below_them_only() {
         let org = team();
-        act_as(ADMIN);
+        claims_of(ADMIN);
         Spi::run(&format!(
             "SELECT update_member_role('{org}', '{MEMBER}', 'viewer')"
         ))
@@ -644,13 +473,13 @@ mod tests {
     #[pg_test]
     fn members_leave_and_owners_delete() {
         let org = team();
-        act_as(MEMBER);
+        claims_of(MEMBER);
         Spi::run(&format!("SELECT leave_organization('{org}')")).unwrap();
         assert_eq!(role_of(&org, MEMBER), None);
-        act_as(ADMIN);
+        claims_of(ADMIN);
         assert!(error_of(&format!("SELECT delete_organization('{org}')"))
             .is_some_and(|e| e.contains("requires the permission org.delete")));
-        act_as(OWNER);
+        claims_of(OWNER);
         Spi::run(&format!("SELECT delete_organization('{org}')")).unwrap();
         assert_eq!(
             Spi::get_one::<i64>(&format!(
@@ -665,7 +494,7 @@ mod tests {
     #[should_panic(expected = "requires the permission members.remove")]
     fn members_cannot_remove() {
         let org = team();
-        act_as(MEMBER);
+        claims_of(MEMBER);
         Spi::run(&format!("SELECT remove_member('{org}', '{ADMIN}')")).unwrap();
     }
 }

@@ -258,18 +258,12 @@ fn mark_all_notifications_read(org_id: default!(Option<Uuid>, "NULL")) -> i64 {
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
+    use crate::testing::claims_of;
     use pgrx::prelude::*;
 
     const OWNER: &str = "00000000-0000-0000-0000-0000000000a1";
     const MEMBER: &str = "00000000-0000-0000-0000-0000000000a2";
     const INVITEE: &str = "00000000-0000-0000-0000-0000000000a3";
-
-    fn act_as(id: &str) {
-        Spi::run(&format!(
-            "SELECT set_config('request.jwt.claims', '{{\"sub\":\"{id}\",\"role\":\"authenticated\"}}', true)"
-        ))
-        .unwrap();
-    }
 
     fn team() -> String {
         Spi::run(&format!(
@@ -278,7 +272,7 @@ mod tests {
                ('{MEMBER}', 'member-a@example.com', '{{}}'), ('{INVITEE}', 'invitee-a@example.com', '{{}}')"
         ))
         .unwrap();
-        act_as(OWNER);
+        claims_of(OWNER);
         let org = Spi::get_one::<pgrx::Uuid>("SELECT create_organization('Alpha', 'business')")
             .unwrap()
             .unwrap();
@@ -312,11 +306,11 @@ mod tests {
         .unwrap();
         assert_eq!(types_for(MEMBER), "member.role_changed");
         assert_eq!(types_for(INVITEE), "invitation.received");
-        act_as(INVITEE);
+        claims_of(INVITEE);
         Spi::run(&format!("SELECT accept_invitation('{token}')")).unwrap();
         assert_eq!(types_for(OWNER), "invitation.accepted");
         // The owner caused the rest: nothing else for them.
-        act_as(MEMBER);
+        claims_of(MEMBER);
         assert_eq!(
             Spi::get_one::<i64>("SELECT get_unread_notification_count()").unwrap(),
             Some(1)
@@ -348,7 +342,7 @@ mod tests {
         ))
         .unwrap()
         .unwrap();
-        act_as(OWNER);
+        claims_of(OWNER);
         Spi::run(&format!("SELECT mark_notification_read('{id}')")).unwrap();
     }
 }

@@ -630,6 +630,7 @@ fn transfer_ownership(org_id: Option<Uuid>, new_owner: Option<Uuid>) {
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
+    use crate::testing::act_as;
     use pgrx::prelude::*;
 
     const OWNER: &str = "00000000-0000-0000-0000-0000000000c1";
@@ -642,15 +643,6 @@ mod tests {
             "INSERT INTO auth.users (id, email) VALUES
                ('{OWNER}', 'owner@example.com'), ('{ADMIN}', 'admin@example.com'),
                ('{MEMBER}', 'member@example.com'), ('{OUTSIDER}', 'outsider@example.com')"
-        ))
-        .unwrap();
-    }
-
-    fn act_as(id: &str) {
-        Spi::run("RESET ROLE").unwrap();
-        Spi::run("SET LOCAL ROLE authenticated").unwrap();
-        Spi::run(&format!(
-            "SELECT set_config('request.jwt.claims', '{{\"sub\":\"{id}\"}}', true)"
         ))
         .unwrap();
     }

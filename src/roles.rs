@@ -320,7 +320,7 @@ fn check_member_role<'a>(
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::spi::error_of;
+    use crate::testing::{claims_of, error_of};
     use pgrx::prelude::*;
 
     const OWNER: &str = "00000000-0000-0000-0000-0000000000e1";
@@ -348,13 +348,6 @@ mod tests {
         org.to_string()
     }
 
-    fn act_as(id: &str) {
-        Spi::run(&format!(
-            "SELECT set_config('request.jwt.claims', '{{\"sub\":\"{id}\",\"role\":\"authenticated\"}}', true)"
-        ))
-        .unwrap();
-    }
-
     fn has(org: &str, permission: &str) -> bool {
         Spi::get_one::<bool>(&format!("SELECT has_permission('{org}', '{permission}')"))
             .unwrap()
@@ -364,12 +357,12 @@ mod tests {
     #[pg_test]
     fn permissions_follow_the_role_and_answer_for_the_caller_only() {
         let org = team();
-        act_as(OWNER);
+        claims_of(OWNER);
         assert!(has(&org, "org.delete"));
-        act_as(ADMIN);
+        claims_of(ADMIN);
         assert!(has(&org, "members.invite"));
         assert!(!has(&org, "org.delete"));
-        act_as(MEMBER);
+        claims_of(MEMBER);
         assert!(!has(&org, "members.invite"));
         // Data, not code: granting the permission to the member role changes the answer.
         Spi::run("INSERT INTO role_permissions (role_id, permission) SELECT id, 'members.invite' FROM roles WHERE key = 'member'").unwrap();
@@ -422,7 +415,7 @@ mod tests {
              FROM roles WHERE key = 'support'"
         ))
         .unwrap();
-        act_as(MEMBER);
+        claims_of(MEMBER);
         assert!(has(&org, "audit.read"));
         Spi::run(&format!(
             "UPDATE user_roles SET expires_at = statement_timestamp() - interval '1 second' WHERE user_id = '{MEMBER}'"

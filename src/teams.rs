@@ -221,20 +221,12 @@ fn create_workspace(
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::spi::error_of;
+    use crate::testing::{act_as, error_of};
     use pgrx::prelude::*;
 
     const OWNER: &str = "00000000-0000-0000-0000-000000000c71";
     const LEAD: &str = "00000000-0000-0000-0000-000000000c72";
     const MEMBER: &str = "00000000-0000-0000-0000-000000000c73";
-
-    fn act_as(id: &str) {
-        Spi::run(&format!(
-            "SET LOCAL ROLE authenticated;
-             SELECT set_config('request.jwt.claims', '{{\"sub\":\"{id}\",\"role\":\"authenticated\"}}', true)"
-        ))
-        .unwrap();
-    }
 
     fn org() -> String {
         Spi::run(&format!(

@@ -23,24 +23,7 @@ INSERT INTO auth.users (id, email, raw_user_meta_data) VALUES
     (:'nb',  'Newbie@Teams.example',  '{}');
 SELECT id AS o_personal FROM organizations WHERE owner_id = :'o' AND is_personal \gset
 
--- Switching callers the way PostgREST does: a role, and the JWT's claims.
-CREATE FUNCTION pg_temp.act_as(uid uuid) RETURNS void LANGUAGE plpgsql AS $$
-BEGIN
-    RESET ROLE;
-    IF uid IS NULL THEN
-        SET LOCAL ROLE anon;
-        PERFORM set_config('request.jwt.claims', '{"role":"anon"}', true);
-    ELSE
-        SET LOCAL ROLE authenticated;
-        PERFORM set_config('request.jwt.claims', format('{"sub":"%s","role":"authenticated"}', uid), true);
-    END IF;
-END $$;
-CREATE FUNCTION pg_temp.as_service() RETURNS void LANGUAGE plpgsql AS $$
-BEGIN
-    RESET ROLE;
-    SET LOCAL ROLE service_role;
-    PERFORM set_config('request.jwt.claims', '{"role":"service_role"}', true);
-END $$;
+\ir include/callers.psql
 
 SELECT pg_temp.act_as(:'o');
 SELECT create_organization('Teams', 'business', 'teams-12') AS org \gset

@@ -16,17 +16,7 @@ INSERT INTO auth.users (id, email) VALUES
     (:'o', 'owner@tw.example'), (:'ad', 'admin@tw.example'), (:'m', 'member@tw.example'),
     (:'v', 'viewer@tw.example'), (:'x', 'x@tw.example'), (:'l', 'lead@tw.example');
 
-CREATE FUNCTION pg_temp.act_as(uid uuid) RETURNS void LANGUAGE plpgsql AS $$
-BEGIN
-    RESET ROLE;
-    IF uid IS NULL THEN
-        SET LOCAL ROLE anon;
-        PERFORM set_config('request.jwt.claims', '{"role":"anon"}', true);
-    ELSE
-        SET LOCAL ROLE authenticated;
-        PERFORM set_config('request.jwt.claims', format('{"sub":"%s","role":"authenticated"}', uid), true);
-    END IF;
-END $$;
+\ir include/callers.psql
 
 SELECT pg_temp.act_as(:'o');
 SELECT create_organization('TW', 'business', 'tw-13') AS org \gset
