@@ -11,7 +11,7 @@ REVOKE ALL ON FUNCTION @extschema@.restore_in_progress() FROM PUBLIC, anon, auth
 -- A restore loads every row of the tables CREATE EXTENSION seeds (the plan catalog, the
 -- metering settings and state): in a restore session the first COPY into one of them starts
 -- from empty instead of colliding with the seed. feature_definitions is restored before
--- plan_features (which references it), so it clears both.
+-- plan_features (which references it), so it clears both; so are plans.
 CREATE FUNCTION @extschema@.replace_seeded_rows()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
@@ -19,7 +19,7 @@ SET search_path = pg_catalog, @extschema@, pg_temp
 AS $$
 BEGIN
     IF @extschema@.restore_in_progress() THEN
-        IF TG_TABLE_NAME = 'feature_definitions' THEN
+        IF TG_TABLE_NAME IN ('feature_definitions', 'plans') THEN
             DELETE FROM @extschema@.plan_features;
         END IF;
         EXECUTE pg_catalog.format('DELETE FROM %I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);

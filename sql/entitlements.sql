@@ -21,7 +21,7 @@ CREATE TABLE @extschema@.feature_definitions (
 
 CREATE TABLE @extschema@.plan_features (
     id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    plan         text NOT NULL CHECK (plan IN ('free', 'pro', 'business', 'enterprise')),
+    plan         text NOT NULL REFERENCES @extschema@.plans (key) ON UPDATE CASCADE ON DELETE CASCADE,
     feature_key  text NOT NULL REFERENCES @extschema@.feature_definitions (feature_key) ON UPDATE CASCADE,
     -- Numeric limit; -1 means unlimited. NULL for the flags row.
     limit_value  bigint CHECK (limit_value >= -1),

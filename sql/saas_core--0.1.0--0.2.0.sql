@@ -272,7 +272,7 @@ SET search_path = pg_catalog, @extschema@, pg_temp
 AS $$
 BEGIN
     IF @extschema@.restore_in_progress() THEN
-        IF TG_TABLE_NAME = 'feature_definitions' THEN
+        IF TG_TABLE_NAME IN ('feature_definitions', 'plans') THEN
             DELETE FROM @extschema@.plan_features;
         END IF;
         EXECUTE pg_catalog.format('DELETE FROM %I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
@@ -426,6 +426,117 @@ ALTER FUNCTION @extschema@.protect_owner_membership()
     SECURITY DEFINER SET search_path = pg_catalog, @extschema@, pg_temp;
 ALTER FUNCTION @extschema@.hand_over_organizations()
     SECURITY DEFINER SET search_path = pg_catalog, @extschema@, pg_temp;
+
+-- ---------------------------------------------------------------------------------------
+-- billing (sql/billing.sql): plans and prices as data. 0.1.0 listed the plans in two CHECKs;
+-- they become rows, referenced by subscriptions and plan features.
+-- ---------------------------------------------------------------------------------------
+-- Plans are rows: a new plan is an INSERT here (and its limits in plan_features).
+CREATE TABLE @extschema@.plans (
+    key          text PRIMARY KEY CONSTRAINT plans_key_check CHECK (key ~ '^[a-z][a-z0-9_]{0,39}$'),
+    name         text NOT NULL CONSTRAINT plans_name_check CHECK (char_length(btrim(name)) BETWEEN 1 AND 100),
+    description  text,
+    -- Inactive plans are kept for their subscribers but no longer sold.
+    active       boolean NOT NULL DEFAULT true,
+    -- Shown on pricing pages (anon and authenticated read public, active plans).
+    public       boolean NOT NULL DEFAULT true,
+    sort_order   integer NOT NULL DEFAULT 0,
+    trial_days   integer NOT NULL DEFAULT 0 CONSTRAINT plans_trial_days_check CHECK (trial_days BETWEEN 0 AND 365),
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE @extschema@.plans IS
+    'Subscription plans. The free plan is what every organization falls back to; it cannot be deleted.';
+INSERT INTO @extschema@.plans (key, name, sort_order, trial_days, public) VALUES
+    ('free', 'Free', 0, 0, true),
+    ('pro', 'Pro', 1, 14, true),
+    ('business', 'Business', 2, 14, true),
+    ('enterprise', 'Enterprise', 3, 0, false);
+
+-- A provider's price (Stripe price, Lemon Squeezy variant) and the plan it buys. The billing
+-- model follows the interval (seed 003): yearly prices are quantity_based (seats pushed with
+-- immediate proration), monthly ones usage_based (usage reported in arrears).
+CREATE TABLE @extschema@.plan_prices (
+    id                 uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    provider           text NOT NULL CONSTRAINT plan_prices_provider_check CHECK (provider IN ('stripe', 'lemon_squeezy')),
+    provider_price_id  text NOT NULL CONSTRAINT plan_prices_provider_price_id_check CHECK (provider_price_id <> ''),
+    plan               text NOT NULL REFERENCES @extschema@.plans (key) ON UPDATE CASCADE ON DELETE CASCADE,
+    billing_interval   text NOT NULL CONSTRAINT plan_prices_interval_check CHECK (billing_interval IN ('month', 'year')),
+    -- In the currency's minor unit (cents), as the providers send it.
+    amount             bigint CONSTRAINT plan_prices_amount_check CHECK (amount >= 0),
+    currency           text CONSTRAINT plan_prices_currency_check CHECK (currency ~ '^[a-z]{3}$'),
+    billing_type       text NOT NULL GENERATED ALWAYS AS
+                       (CASE billing_interval WHEN 'year' THEN 'quantity_based' ELSE 'usage_based' END) STORED,
+    active             boolean NOT NULL DEFAULT true,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    updated_at         timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (provider, provider_price_id)
+);
+CREATE INDEX plan_prices_plan_idx ON @extschema@.plan_prices (plan);
+
+-- The free plan is every organization's fallback (plan_in_effect): it is neither deleted nor
+-- renamed. A restore replaces the seeded plans wholesale and may.
+CREATE FUNCTION @extschema@.keep_free_plan()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+BEGIN
+    IF OLD.key = 'free' AND NOT @extschema@.restore_in_progress() THEN
+        RAISE EXCEPTION 'the free plan is every organization''s fallback: it cannot be deleted or renamed'
+            USING ERRCODE = '42501';
+    END IF;
+    RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+END
+$$;
+REVOKE ALL ON FUNCTION @extschema@.keep_free_plan() FROM PUBLIC, anon, authenticated, service_role;
+
+CREATE TRIGGER update_plans_updated_at
+    BEFORE UPDATE ON @extschema@.plans
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.update_updated_at_column();
+CREATE TRIGGER update_plan_prices_updated_at
+    BEFORE UPDATE ON @extschema@.plan_prices
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.update_updated_at_column();
+-- Every organization falls back to the free plan: it stays, under its key.
+CREATE TRIGGER keep_free_plan
+    BEFORE DELETE OR UPDATE OF key ON @extschema@.plans
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.keep_free_plan();
+-- pg_dump dumps every row; a restore's COPY replaces the seeded ones (backup.sql).
+CREATE TRIGGER replace_seeded_rows
+    BEFORE INSERT ON @extschema@.plans
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.replace_seeded_rows();
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.plans', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.plan_prices', '');
+
+REVOKE ALL ON @extschema@.plans, @extschema@.plan_prices FROM PUBLIC, anon, authenticated, service_role;
+GRANT SELECT ON @extschema@.plans, @extschema@.plan_prices TO anon, authenticated;
+GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.plans, @extschema@.plan_prices TO service_role;
+ALTER TABLE @extschema@.plans ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.plan_prices ENABLE ROW LEVEL SECURITY;
+-- Pricing pages: public, active plans and their active prices; members also see the plan
+-- their organization is on.
+CREATE POLICY plans_select_public ON @extschema@.plans
+    FOR SELECT TO anon, authenticated
+    USING (public AND active);
+CREATE POLICY plans_select_subscribed ON @extschema@.plans
+    FOR SELECT TO authenticated
+    USING (key IN (SELECT s.plan FROM @extschema@.org_subscriptions s));
+CREATE POLICY plans_service_role_all ON @extschema@.plans
+    FOR ALL TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY plan_prices_select_public ON @extschema@.plan_prices
+    FOR SELECT TO anon, authenticated
+    USING (active AND plan IN (SELECT p.key FROM @extschema@.plans p WHERE p.public AND p.active));
+CREATE POLICY plan_prices_service_role_all ON @extschema@.plan_prices
+    FOR ALL TO service_role USING (true) WITH CHECK (true);
+
+
+ALTER TABLE @extschema@.billing_customers ADD COLUMN provider_synced_at timestamptz;
+ALTER TABLE @extschema@.org_subscriptions ADD COLUMN provider_synced_at timestamptz;
+ALTER TABLE @extschema@.org_subscriptions DROP CONSTRAINT org_subscriptions_plan_check,
+    ADD CONSTRAINT org_subscriptions_plan_fkey FOREIGN KEY (plan) REFERENCES @extschema@.plans (key) ON UPDATE CASCADE;
+ALTER TABLE @extschema@.plan_features DROP CONSTRAINT plan_features_plan_check,
+    ADD CONSTRAINT plan_features_plan_fkey FOREIGN KEY (plan) REFERENCES @extschema@.plans (key)
+        ON UPDATE CASCADE ON DELETE CASCADE;
 
 -- ---------------------------------------------------------------------------------------
 -- entitlements (sql/entitlements.sql)
@@ -2320,6 +2431,63 @@ REVOKE ALL ON FUNCTION @extschema@.mark_all_notifications_read(uuid) FROM PUBLIC
 GRANT EXECUTE ON FUNCTION @extschema@.mark_all_notifications_read(uuid) TO authenticated;
 REVOKE ALL ON FUNCTION @extschema@.archive_notification(uuid) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION @extschema@.archive_notification(uuid) TO authenticated;
+
+-- ---------------------------------------------------------------------------------------
+-- billing_events (sql/billing_events.sql, new in 0.2.0: as a fresh install has it)
+-- ---------------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@."apply_billing_event"(
+	"provider" TEXT,
+	"event" jsonb
+) RETURNS jsonb
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'apply_billing_event_wrapper';
+
+-- Payment provider webhooks (src/billing_events.rs): apply_billing_event() takes a Stripe Event
+-- or a Lemon Squeezy webhook body as the provider sends it, applies it once, in order, and logs
+-- it here with its outcome. Signature verification stays in the application: it needs the raw
+-- body and the endpoint's secret.
+
+CREATE TABLE @extschema@.billing_events (
+    id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    provider         text NOT NULL CONSTRAINT billing_events_provider_check CHECK (provider IN ('stripe', 'lemon_squeezy')),
+    -- Stripe's event id; for Lemon Squeezy (no event id) its event name, object and update time.
+    event_key        text NOT NULL,
+    event_type       text NOT NULL,
+    -- The provider's id of the object the event is about (sub_…, cus_…, cs_…, a subscription id).
+    object_id        text,
+    -- No foreign key: the log outlives the organization.
+    organization_id  uuid,
+    -- The provider's time of the event (Stripe: created; Lemon Squeezy: the object's updated_at).
+    occurred_at      timestamptz,
+    received_at      timestamptz NOT NULL DEFAULT now(),
+    -- How many deliveries were applied (failed and unmapped events are tried again).
+    attempts         integer NOT NULL DEFAULT 1,
+    -- applied; stale (older than what was applied to its object); unknown_type (logged, ignored);
+    -- unmapped (no organization found: tried again on redelivery); failed (the error is kept;
+    -- tried again on redelivery).
+    outcome          text NOT NULL CONSTRAINT billing_events_outcome_check
+                     CHECK (outcome IN ('applied', 'stale', 'unknown_type', 'unmapped', 'failed')),
+    error            text,
+    payload          jsonb NOT NULL,
+    CONSTRAINT billing_events_key UNIQUE (provider, event_key)
+);
+COMMENT ON TABLE @extschema@.billing_events IS
+    'Every provider webhook event apply_billing_event() received, with its outcome, for support.';
+CREATE INDEX billing_events_organization_idx ON @extschema@.billing_events (organization_id, received_at DESC);
+CREATE INDEX billing_events_object_idx ON @extschema@.billing_events (provider, object_id, occurred_at DESC);
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.billing_events', '');
+
+REVOKE ALL ON @extschema@.billing_events FROM PUBLIC, anon, authenticated, service_role;
+GRANT SELECT ON @extschema@.billing_events TO service_role;
+ALTER TABLE @extschema@.billing_events ENABLE ROW LEVEL SECURITY;
+CREATE POLICY billing_events_service_role_read ON @extschema@.billing_events
+    FOR SELECT TO service_role USING (true);
+
+REVOKE ALL ON FUNCTION @extschema@.apply_billing_event(text, jsonb) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.apply_billing_event(text, jsonb) TO service_role;
 
 -- ---------------------------------------------------------------------------------------
 -- finalize (sql/finalize.sql)

@@ -6,11 +6,12 @@
 //! `auth` → `backup` → `identity` → `organizations` → `billing` → `entitlements` →
 //! `metering` → `retention` → `recording` → `provisioning`; `organizations` → `roles` →
 //! `members` (needs `entitlements`) → `teams` → `invitations` → `audit` (needs `billing`) →
-//! `notifications`; `finalize` last.
+//! `notifications`; `billing` + `entitlements` → `billing_events`; `finalize` last.
 mod audit;
 mod auth_context;
 mod backup;
 mod billing;
+mod billing_events;
 mod counting;
 mod entitlements;
 mod errors;

@@ -36,4 +36,7 @@ SELECT line FROM (
     UNION ALL SELECT 'team_members ' || to_jsonb(x)::text FROM team_members x
     UNION ALL SELECT 'workspaces ' || to_jsonb(x)::text FROM workspaces x
     UNION ALL SELECT 'workspace_members ' || to_jsonb(x)::text FROM workspace_members x
+    UNION ALL SELECT 'plans ' || to_jsonb(x)::text FROM plans x
+    UNION ALL SELECT 'plan_prices ' || to_jsonb(x)::text FROM plan_prices x
+    UNION ALL SELECT 'billing_events ' || to_jsonb(x)::text FROM billing_events x
 ) t ORDER BY line;
