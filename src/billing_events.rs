@@ -14,6 +14,10 @@
 //!
 //! The payload never passes through a Rust JSON parser: fields are read with PostgreSQL's
 //! jsonb operators inside the statements.
+//!
+//! Seats of quantity-based subscriptions: the seats the subscription pays for bound membership
+//! (entitlements' seat limit); `request_seats` and removals queue the quantity the provider
+//! should have in `pending_seat_updates`, and a subscription event echoing it marks it done.
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -24,12 +28,20 @@ use crate::auth_context;
 use crate::billing;
 use crate::errors;
 use crate::jsonb::{self, RawJsonb};
+use crate::members::caller_access;
+use crate::organizations::Seats;
 use crate::spi::{self, types, Expect, Statement};
 
 pgrx::extension_sql_file!(
     "../sql/billing_events.sql",
     name = "billing_events",
-    requires = ["billing", "entitlements", apply_billing_event]
+    requires = [
+        "billing",
+        "entitlements",
+        "roles",
+        apply_billing_event,
+        request_seats
+    ]
 );
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -628,6 +640,12 @@ fn apply_subscription(
         args.push(extra.into());
     }
     spi::run(client, statement, &args, "applying the subscription");
+    spi::run(
+        client,
+        &SEATS_ECHOED,
+        &[org.into()],
+        "applying the subscription",
+    );
     if let Some(customer) = customer.as_deref() {
         link_customer(client, org, provider, customer, None);
     }
@@ -784,6 +802,97 @@ fn apply_customer_deleted(client: &mut SpiClient<'_>, event: RawJsonb) -> (Outco
         Some(org) => (Outcome::Applied, Some(org)),
         None => (Outcome::Unmapped, None),
     }
+}
+
+// The seat outbox: at most one pending quantity per organization; a new one supersedes it.
+static SUPERSEDE_SEATS: Statement = Statement::write(
+    "UPDATE pending_seat_updates SET status = 'superseded', resolved_at = now()
+     WHERE organization_id = $1 AND status = 'pending'",
+    &[types::UUID],
+);
+
+static QUEUE_SEATS: Statement = Statement::write(
+    "INSERT INTO pending_seat_updates (organization_id, provider, provider_subscription_id, desired_quantity, reason)
+     SELECT s.organization_id, s.provider, s.provider_subscription_id, $2, $3
+     FROM org_subscriptions s WHERE s.organization_id = $1 AND s.seats <> $2",
+    &[types::UUID, types::INT4, types::TEXT],
+);
+
+// The provider now has the quantity asked for: done.
+static SEATS_ECHOED: Statement = Statement::write(
+    "UPDATE pending_seat_updates p SET status = 'done', resolved_at = now()
+     FROM org_subscriptions s
+     WHERE p.organization_id = $1 AND p.status = 'pending'
+       AND s.organization_id = p.organization_id AND s.seats = p.desired_quantity",
+    &[types::UUID],
+);
+
+fn queue_seats(client: &mut SpiClient<'_>, org: Uuid, quantity: i32, reason: &str) {
+    spi::run(client, &SUPERSEDE_SEATS, &[org.into()], "queueing seats");
+    spi::run(
+        client,
+        &QUEUE_SEATS,
+        &[org.into(), quantity.into(), reason.into()],
+        "queueing seats",
+    );
+}
+
+/// After a member left an organization on a paid quantity-based subscription: the seats it
+/// pays for should follow the members down (additions are bounded by the seats instead).
+pub fn queue_seats_after_removal(client: &mut SpiClient<'_>, org: Uuid, seats: &Seats) {
+    if let Some(purchased) = seats.purchased {
+        let members = seats.members.max(1);
+        if members < purchased {
+            queue_seats(client, org, members as i32, "members_removed");
+        }
+    }
+}
+
+static SUBSCRIPTION_SEATS: Statement = Statement::read(
+    "SELECT s.billing_type = 'quantity_based' AND plan_in_effect(s.plan, s.status) <> 'free', o.member_count
+     FROM organizations o LEFT JOIN org_subscriptions s ON s.organization_id = o.id
+     WHERE o.id = $1",
+    &[types::UUID],
+);
+
+/// Asks for `quantity` seats on the organization's quantity-based subscription, before adding
+/// people beyond the seats it pays for: the quantity waits in `pending_seat_updates` for the
+/// seat manager. Needs `billing.manage`.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn request_seats(org_id: Option<Uuid>, quantity: Option<i32>) {
+    let org = errors::required(org_id, "org_id");
+    let quantity = errors::required(quantity, "quantity");
+    let action = "request_seats";
+    Spi::connect_mut(|client| {
+        let access = caller_access(client, org, action);
+        if access.is_member() || !auth_context::caller_is_service_role() {
+            access.require("billing.manage", action);
+        }
+        let what = "reading the subscription";
+        let (quantity_based, members) = {
+            let table = client
+                .select(SUBSCRIPTION_SEATS.prepared(client), Some(1), &[org.into()])
+                .or_fail(what);
+            let row = table.first();
+            (
+                row.get::<bool>(1).or_fail(what).unwrap_or(false),
+                row.get::<i32>(2).or_fail(what).unwrap_or(0),
+            )
+        };
+        if !quantity_based {
+            errors::not_in_prerequisite_state(
+                format!("{action}: the organization has no paid quantity-based subscription"),
+                "Seats are bought on yearly (quantity_based) subscriptions; others follow the plan's max_seats.",
+            );
+        }
+        if quantity < members.max(1) || quantity > 100_000 {
+            errors::invalid_parameter(format!(
+                "{action}: quantity must be between the {members} current members and 100000"
+            ));
+        }
+        queue_seats(client, org, quantity, "requested");
+    })
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 use crate::auth_context;
 use crate::errors;
 use crate::meters;
+use crate::organizations::Seats;
 #[allow(unused_imports)] // named in `requires` above
 use crate::plan_catalog::invalidate_plan_catalog;
 use crate::plan_catalog::{self, Enforcement, Feature, Limit, Measure, Meter, PlanCatalog, Window};
@@ -406,21 +407,34 @@ fn get_usage_summary(org_id: Option<Uuid>) -> JsonB {
 }
 
 /// The seat limit: an organization may not have more members than its plan's `max_seats`
-/// (the same `Limit` reading as `check_feature_access`). `members` counts the new member.
-pub fn enforce_seat_limit(client: &mut SpiClient<'_>, members: i64, plan: &str) {
+/// (the same `Limit` reading as `check_feature_access`), nor, on a quantity-based subscription,
+/// than the seats it bought. `seats.members` counts the new member.
+pub fn enforce_seat_limit(client: &mut SpiClient<'_>, seats: &Seats) {
+    let plan = seats.plan.as_str();
     let limit = plan_catalog::get(client).limit(plan, "max_seats");
-    if limit.allows((members - 1) as f64) {
-        return;
+    if !limit.allows((seats.members - 1) as f64) {
+        let message = match limit {
+            Limit::Capped(n) => {
+                format!("the organization has used all {n} seats of its {plan} plan")
+            }
+            _ => format!(
+                "the {plan} plan grants no seats (it has no max_seats row in plan_features)"
+            ),
+        };
+        errors::raise_with_hint(
+            pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            message,
+            "Upgrade the plan or remove a member first.",
+        )
     }
-    let message = match limit {
-        Limit::Capped(n) => format!("the organization has used all {n} seats of its {plan} plan"),
-        _ => format!("the {plan} plan grants no seats (it has no max_seats row in plan_features)"),
-    };
-    errors::raise_with_hint(
-        pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-        message,
-        "Upgrade the plan or remove a member first.",
-    )
+    if let Some(purchased) = seats.purchased.filter(|&n| seats.members > n) {
+        errors::raise_with_hint(
+            pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("the organization has used all {purchased} seats its subscription pays for"),
+            "Buy more seats first: SELECT request_seats(org_id, quantity) queues the quantity for the \
+             seat manager (pending_seat_updates); the provider's confirmation raises the limit.",
+        )
+    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]

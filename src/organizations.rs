@@ -12,6 +12,7 @@ use pgrx::Uuid;
 use crate::auth_context;
 use crate::backup;
 use crate::billing;
+use crate::billing_events;
 use crate::entitlements;
 use crate::errors;
 use crate::identity;
@@ -297,9 +298,20 @@ static COUNT_MEMBER: Statement = Statement::write(
      WHERE o.id = $1
      RETURNING o.member_count,
                coalesce((SELECT plan_in_effect(s.plan, s.status) FROM org_subscriptions s
-                         WHERE s.organization_id = o.id), 'free')",
+                         WHERE s.organization_id = o.id), 'free'),
+               (SELECT s.seats FROM org_subscriptions s
+                WHERE s.organization_id = o.id AND s.billing_type = 'quantity_based'
+                  AND plan_in_effect(s.plan, s.status) <> 'free')",
     &[types::UUID, types::INT8],
 );
+
+/// What counting a member found: the new count, the plan in effect, and the purchased seats
+/// of a quantity-based subscription (which bound membership too).
+pub struct Seats {
+    pub members: i64,
+    pub plan: String,
+    pub purchased: Option<i64>,
+}
 
 static ANONYMOUS_IN_TEAM: Statement = Statement::read(
     "SELECT u.is_anonymous AND NOT o.is_personal
@@ -325,15 +337,16 @@ fn track_membership<'a>(
     Spi::connect_mut(|client| {
         let moved = before.map(|(org, _)| org) != after.map(|(org, _)| org);
         if let (Some((org, _)), true) = (before, moved) {
-            count_member(client, org, -1);
+            let seats = count_member(client, org, -1);
+            billing_events::queue_seats_after_removal(client, org, &seats);
         }
         if let Some((org, user)) = after {
             if before.map(|(_, u)| u) != Some(user) {
                 refuse_anonymous_in_teams(client, user, org);
             }
             if moved {
-                let (members, plan) = count_member(client, org, 1);
-                entitlements::enforce_seat_limit(client, members, &plan);
+                let seats = count_member(client, org, 1);
+                entitlements::enforce_seat_limit(client, &seats);
             }
         }
     });
@@ -353,26 +366,34 @@ fn membership(
     )))
 }
 
-/// Adds `delta` to the member count; returns the new count and the plan in effect.
-fn count_member(client: &mut SpiClient<'_>, org: Uuid, delta: i64) -> (i64, String) {
+/// Adds `delta` to the member count; returns the new count, the plan in effect and the
+/// purchased seats of a quantity-based subscription.
+fn count_member(client: &mut SpiClient<'_>, org: Uuid, delta: i64) -> Seats {
+    let what = "counting members";
     let table = client
         .update(
             COUNT_MEMBER.prepared(client),
             None,
             &[org.into(), delta.into()],
         )
-        .or_fail("counting members");
+        .or_fail(what);
     if table.is_empty() {
         // The organization itself is being deleted.
-        return (0, "free".into());
+        return Seats {
+            members: 0,
+            plan: "free".into(),
+            purchased: None,
+        };
     }
     let row = table.first();
-    (
-        row.get::<i32>(1).or_fail("counting members").unwrap_or(0) as i64,
-        row.get::<String>(2)
-            .or_fail("counting members")
+    Seats {
+        members: row.get::<i32>(1).or_fail(what).unwrap_or(0) as i64,
+        plan: row
+            .get::<String>(2)
+            .or_fail(what)
             .unwrap_or_else(|| "free".into()),
-    )
+        purchased: row.get::<i32>(3).or_fail(what).map(i64::from),
+    }
 }
 
 fn refuse_anonymous_in_teams(client: &SpiClient<'_>, user: Uuid, org: Uuid) {

@@ -39,4 +39,5 @@ SELECT line FROM (
     UNION ALL SELECT 'plans ' || to_jsonb(x)::text FROM plans x
     UNION ALL SELECT 'plan_prices ' || to_jsonb(x)::text FROM plan_prices x
     UNION ALL SELECT 'billing_events ' || to_jsonb(x)::text FROM billing_events x
+    UNION ALL SELECT 'pending_seat_updates ' || to_jsonb(x)::text FROM pending_seat_updates x
 ) t ORDER BY line;

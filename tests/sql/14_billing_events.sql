@@ -4,7 +4,7 @@
 -- shuffled, duplicated replay of a subscription's life ending where the ordered one does.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(43);
+SELECT plan(55);
 
 \set o '00000000-0000-4000-8000-000000001401'
 \set p '00000000-0000-4000-8000-000000001402'
@@ -203,6 +203,45 @@ SELECT is(apply_billing_event('lemon_squeezy',
                         '{data,attributes,updated_at}', '"2021-09-01T00:00:00Z"')) ->> 'outcome',
           'applied', 'subscription_cancelled maps through the subscription already known');
 SELECT is(pg_temp.state(:'r3'), 'pro/active/usage_based/5/true/77/2022-11-12', 'cancelled: active until the period ends');
+
+-- ================================================================ quantity-based seats
+RESET ROLE;
+INSERT INTO auth.users (id, email) VALUES
+    ('00000000-0000-4000-8000-000000001411', 's1@billing14.example'),
+    ('00000000-0000-4000-8000-000000001412', 's2@billing14.example');
+SELECT set_config('request.jwt.claims', format('{"sub":"%s","role":"authenticated"}', :'p'), true);
+SELECT create_organization('Seats', 'business', 'billing-14-seats') AS seats_org \gset
+SET LOCAL ROLE service_role;
+SELECT is(pg_temp.apply(pg_temp.stripe_event('evt_s1', 'customer.subscription.created', 1767225600,
+              pg_temp.subscription(:'seats_org', 'sub_s1', 'cus_s1', 'active', 'price_business_year', 2, 1767225600))) ->> 'outcome',
+          'applied', 'a yearly subscription paying for 2 seats');
+RESET ROLE;
+SELECT lives_ok(format($$ INSERT INTO organization_members (organization_id, user_id) VALUES (%L, '00000000-0000-4000-8000-000000001411') $$,
+                       :'seats_org'), 'the second member takes the second seat');
+SELECT throws_ok(format($$ INSERT INTO organization_members (organization_id, user_id) VALUES (%L, '00000000-0000-4000-8000-000000001412') $$,
+                        :'seats_org'), '54000', 'the organization has used all 2 seats its subscription pays for',
+                 'a third is refused although the plan allows 50');
+SET LOCAL ROLE authenticated;
+SELECT set_config('request.jwt.claims', '{"sub":"00000000-0000-4000-8000-000000001411","role":"authenticated"}', true);
+SELECT throws_ok(format($$ SELECT request_seats(%L, 3) $$, :'seats_org'), '42501', NULL, 'a member cannot buy seats');
+SELECT set_config('request.jwt.claims', format('{"sub":"%s","role":"authenticated"}', :'p'), true);
+SELECT throws_ok(format($$ SELECT request_seats(%L, 1) $$, :'seats_org'), '22023', NULL, 'nor can anyone ask for fewer seats than members');
+SELECT throws_ok(format($$ SELECT request_seats(%L, 3) $$, :'r3'), '55000', NULL, 'seats are bought on quantity-based subscriptions only');
+SELECT lives_ok(format($$ SELECT request_seats(%L, 3) $$, :'seats_org'), 'the owner asks for 3 seats');
+SELECT is((SELECT desired_quantity || '/' || reason || '/' || status FROM pending_seat_updates WHERE organization_id = :'seats_org'),
+          '3/requested/pending', 'the quantity waits for the seat manager');
+RESET ROLE;
+SET LOCAL ROLE service_role;
+SELECT is(pg_temp.apply(pg_temp.stripe_event('evt_s2', 'customer.subscription.updated', 1767300000,
+              pg_temp.subscription(:'seats_org', 'sub_s1', 'cus_s1', 'active', 'price_business_year', 3, 1767225600))) ->> 'outcome',
+          'applied', 'the provider echoes 3 seats');
+SELECT is((SELECT status FROM pending_seat_updates WHERE organization_id = :'seats_org'), 'done', 'which marks the request done');
+RESET ROLE;
+SELECT lives_ok(format($$ INSERT INTO organization_members (organization_id, user_id) VALUES (%L, '00000000-0000-4000-8000-000000001412') $$,
+                       :'seats_org'), 'the third member now has a seat');
+DELETE FROM organization_members WHERE organization_id = :'seats_org' AND user_id = '00000000-0000-4000-8000-000000001411';
+SELECT is((SELECT desired_quantity || '/' || reason FROM pending_seat_updates WHERE organization_id = :'seats_org' AND status = 'pending'),
+          '2/members_removed', 'a removal asks the provider for fewer seats');
 
 SELECT * FROM finish();
 ROLLBACK;

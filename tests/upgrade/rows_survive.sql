@@ -3,7 +3,7 @@
 -- Columns added by 0.2.0 are left out of the comparisons and checked on their own.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(25);
+SELECT plan(27);
 
 \set olivia '00000000-0000-4000-8000-0000000d0001'
 \set adam '00000000-0000-4000-8000-0000000d0002'
@@ -21,10 +21,17 @@ SELECT is(extversion, '0.2.0', 'the extension is at 0.2.0') FROM pg_extension WH
 SELECT set_eq($$ SELECT to_jsonb(x) - '{phone_confirmed_at,is_anonymous,deleted_at}'::text[] FROM auth.users x $$,
               $$ SELECT to_jsonb(x) - '{phone_confirmed_at,is_anonymous,deleted_at}'::text[] FROM upgrade_snapshot.auth_users x $$,
               'auth.users: every account kept as it was');
-SELECT set_eq('SELECT to_jsonb(x) FROM billing_customers x', 'SELECT to_jsonb(x) FROM upgrade_snapshot.billing_customers x',
+SELECT set_eq($$ SELECT to_jsonb(x) - 'provider_synced_at' FROM billing_customers x $$,
+              'SELECT to_jsonb(x) FROM upgrade_snapshot.billing_customers x',
               'billing_customers: every row kept as it was');
-SELECT set_eq('SELECT to_jsonb(x) FROM org_subscriptions x', 'SELECT to_jsonb(x) FROM upgrade_snapshot.org_subscriptions x',
+SELECT set_eq($$ SELECT to_jsonb(x) - 'provider_synced_at' FROM org_subscriptions x $$,
+              'SELECT to_jsonb(x) FROM upgrade_snapshot.org_subscriptions x',
               'org_subscriptions: every row kept as it was');
+SELECT is_empty($$ SELECT 1 FROM billing_customers WHERE provider_synced_at IS NOT NULL
+                   UNION ALL SELECT 1 FROM org_subscriptions WHERE provider_synced_at IS NOT NULL $$,
+                'provider_synced_at (0.2.0) starts empty: no provider event was applied yet');
+SELECT set_eq('SELECT key FROM plans', ARRAY['free', 'pro', 'business', 'enterprise'],
+              'the four plans of 0.1.0''s CHECK lists are rows');
 SELECT set_eq('SELECT to_jsonb(x) FROM feature_definitions x', 'SELECT to_jsonb(x) FROM upgrade_snapshot.feature_definitions x',
               'feature_definitions: every row kept, the operator''s feature included');
 SELECT set_eq($$ SELECT to_jsonb(x) - 'enforcement' FROM plan_features x WHERE x.enforcement = 'hard' $$,
