@@ -53,11 +53,7 @@ RETURNS SETOF @extschema@.organization_summary
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, @extschema@, pg_temp
 AS $$
-    SELECT o.id, o.name, o.slug, o.org_type, o.is_personal, o.description, o.avatar_url, o.owner_id,
-           m.role, @extschema@.org_effective_plan(o.id), o.member_count, m.created_at, o.created_at
-    FROM @extschema@.organizations o
-    LEFT JOIN @extschema@.organization_members m ON m.organization_id = o.id AND m.user_id = auth.uid()
-    WHERE o.id = @extschema@.organization_id_by_slug($1, 'get_organization_by_slug')
+    SELECT * FROM @extschema@.get_organization(@extschema@.organization_id_by_slug($1, 'get_organization_by_slug'))
 $$;
 
 -- The members of an organization the caller belongs to (or any, for the service role), with the

@@ -404,6 +404,20 @@ fn apply(
     })
 }
 
+/// The text columns of the one row `statement` reads from the event.
+fn texts<const N: usize>(
+    client: &SpiClient<'_>,
+    statement: &'static Statement,
+    event: RawJsonb,
+    what: &str,
+) -> [Option<String>; N] {
+    let table = client
+        .select(statement.prepared(client), Some(1), &[event.into()])
+        .or_fail(what);
+    let row = table.first();
+    std::array::from_fn(|i| row.get::<String>(i + 1).or_fail(what))
+}
+
 // Who the event is about: the organization named in its metadata (Stripe metadata,
 // Lemon Squeezy custom_data, a Checkout Session's client_reference_id), else the one whose
 // customer or subscription it is. Nothing is guessed.
@@ -567,18 +581,7 @@ fn apply_subscription(
         Provider::Stripe => &STRIPE_SUBSCRIPTION_IDS,
         Provider::LemonSqueezy => &LEMON_SQUEEZY_SUBSCRIPTION_IDS,
     };
-    let (subscription, customer, named, price) = {
-        let table = client
-            .select(ids.prepared(client), Some(1), &[event.into()])
-            .or_fail(what);
-        let row = table.first();
-        (
-            row.get::<String>(1).or_fail(what),
-            row.get::<String>(2).or_fail(what),
-            row.get::<String>(3).or_fail(what),
-            row.get::<String>(4).or_fail(what),
-        )
-    };
+    let [subscription, customer, named, price] = texts(client, ids, event, what);
     let Some(org) = organization_of(
         client,
         provider,
@@ -671,18 +674,7 @@ static NOTE_SUBSCRIPTION_ID: Statement = Statement::write(
 /// its new customer and subscription; the subscription's own events carry its state.
 fn apply_checkout(client: &mut SpiClient<'_>, event: RawJsonb) -> (Outcome, Option<Uuid>) {
     let what = "reading the checkout session";
-    let (named, customer, subscription, email) = {
-        let table = client
-            .select(CHECKOUT_IDS.prepared(client), Some(1), &[event.into()])
-            .or_fail(what);
-        let row = table.first();
-        (
-            row.get::<String>(1).or_fail(what),
-            row.get::<String>(2).or_fail(what),
-            row.get::<String>(3).or_fail(what),
-            row.get::<String>(4).or_fail(what),
-        )
-    };
+    let [named, customer, subscription, email] = texts(client, &CHECKOUT_IDS, event, what);
     let Some(org) = organization_of(
         client,
         Provider::Stripe,
@@ -722,20 +714,8 @@ static CUSTOMER_SYNCED: Statement = Statement::write(
     &[types::UUID, types::TEXT, types::TIMESTAMPTZ],
 );
 
-fn customer_ids(
-    client: &SpiClient<'_>,
-    event: RawJsonb,
-) -> (Option<String>, Option<String>, Option<String>) {
-    let what = "reading the customer";
-    let table = client
-        .select(CUSTOMER_IDS.prepared(client), Some(1), &[event.into()])
-        .or_fail(what);
-    let row = table.first();
-    (
-        row.get::<String>(1).or_fail(what),
-        row.get::<String>(2).or_fail(what),
-        row.get::<String>(3).or_fail(what),
-    )
+fn customer_ids(client: &SpiClient<'_>, event: RawJsonb) -> [Option<String>; 3] {
+    texts(client, &CUSTOMER_IDS, event, "reading the customer")
 }
 
 /// A Stripe customer created or changed: the organization's customer row and billing email.
@@ -744,7 +724,7 @@ fn apply_customer(
     envelope: &Envelope,
     event: RawJsonb,
 ) -> (Outcome, Option<Uuid>) {
-    let (customer, named, email) = customer_ids(client, event);
+    let [customer, named, email] = customer_ids(client, event);
     let Some(customer) = customer else {
         errors::invalid_parameter("the customer has no id")
     };
@@ -789,7 +769,7 @@ static FORGET_CUSTOMER: Statement = Statement::write(
 
 /// A deleted Stripe customer no longer stands for its organization.
 fn apply_customer_deleted(client: &mut SpiClient<'_>, event: RawJsonb) -> (Outcome, Option<Uuid>) {
-    let (customer, _, _) = customer_ids(client, event);
+    let [customer, _, _] = customer_ids(client, event);
     let Some(customer) = customer else {
         errors::invalid_parameter("the customer has no id")
     };
