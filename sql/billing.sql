@@ -186,3 +186,6 @@ CREATE POLICY plan_prices_select_public ON @extschema@.plan_prices
     USING (active AND plan IN (SELECT p.key FROM @extschema@.plans p WHERE p.public AND p.active));
 CREATE POLICY plan_prices_service_role_all ON @extschema@.plan_prices
     FOR ALL TO service_role USING (true) WITH CHECK (true);
+
+REVOKE ALL ON FUNCTION @extschema@.get_billing_status(uuid) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.get_billing_status(uuid) TO authenticated, service_role;

@@ -538,6 +538,16 @@ ALTER TABLE @extschema@.plan_features DROP CONSTRAINT plan_features_plan_check,
     ADD CONSTRAINT plan_features_plan_fkey FOREIGN KEY (plan) REFERENCES @extschema@.plans (key)
         ON UPDATE CASCADE ON DELETE CASCADE;
 
+CREATE FUNCTION @extschema@."get_billing_status"(
+	"org_id" uuid
+) RETURNS jsonb
+STABLE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'get_billing_status_wrapper';
+REVOKE ALL ON FUNCTION @extschema@.get_billing_status(uuid) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.get_billing_status(uuid) TO authenticated, service_role;
+
 -- ---------------------------------------------------------------------------------------
 -- entitlements (sql/entitlements.sql)
 -- ---------------------------------------------------------------------------------------

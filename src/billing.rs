@@ -1,15 +1,110 @@
-//! Billing: organization-level customers and subscriptions (sql/billing.sql).
-//! Provider webhooks write these tables as the service role; saas_core only starts free plans.
+//! Billing: plans and prices as rows, organization-level customers and subscriptions
+//! (sql/billing.sql), and the billing page's one call, `get_billing_status`. Provider webhooks
+//! write subscriptions through `apply_billing_event` (billing_events.rs).
+use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
+use serde_json::{json, Value};
 
-use crate::spi::{self, types, Statement};
+use crate::auth_context;
+use crate::jsonb::{self, RawJsonb};
+use crate::members::caller_access;
+use crate::plan_catalog;
+use crate::spi::{self, types, Expect, Statement};
 
 pgrx::extension_sql_file!(
     "../sql/billing.sql",
     name = "billing",
-    requires = ["organizations"]
+    requires = ["organizations", get_billing_status]
 );
+
+static STATUS: Statement = Statement::read(
+    "SELECT org_effective_plan(o.id), s.plan, s.status, s.billing_type, o.member_count, s.seats,
+            s.current_period_start::text, s.current_period_end::text, s.cancel_at_period_end,
+            s.trial_ends_at::text, s.provider, c.billing_email,
+            (SELECT p.desired_quantity FROM pending_seat_updates p
+             WHERE p.organization_id = o.id AND p.status = 'pending')
+     FROM organizations o
+     LEFT JOIN org_subscriptions s ON s.organization_id = o.id
+     LEFT JOIN billing_customers c ON c.organization_id = o.id
+     WHERE o.id = $1",
+    &[types::UUID],
+);
+
+/// What a billing page shows, in one call: the plan in effect and the subscription's status for
+/// every member; for those with `billing.read` (owners, admins) and the service role also the
+/// billing model, seats used / purchased / the plan's limit, the period, cancellation, trial,
+/// the billing email and a seat quantity waiting for the provider.
+#[pg_extern(stable, security_definer)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn get_billing_status(org_id: Option<Uuid>) -> RawJsonb {
+    let org = crate::errors::required(org_id, "org_id");
+    let answer = Spi::connect_mut(|client| {
+        let access = caller_access(client, org, "get_billing_status");
+        let sees_billing = access.has("billing.read")
+            || (!access.is_member() && auth_context::caller_is_service_role());
+        let what = "reading the billing status";
+        let (plan, mut out, billing, members) = {
+            let table = client
+                .select(STATUS.prepared(client), Some(1), &[org.into()])
+                .or_fail(what);
+            let row = table.first();
+            let text = |i: usize| -> Value { json!(row.get::<String>(i).or_fail(what)) };
+            let plan: String = row
+                .get::<String>(1)
+                .or_fail(what)
+                .unwrap_or_else(|| "free".into());
+            let quantity_based =
+                row.get::<String>(4).or_fail(what).as_deref() == Some("quantity_based");
+            let purchased = match quantity_based {
+                true => json!(row.get::<i32>(6).or_fail(what)),
+                false => Value::Null,
+            };
+            let out = json!({"organization_id": org.to_string(), "plan": plan, "status": text(3)});
+            let billing = json!({
+                "subscription_plan": text(2),
+                "billing_type": text(4),
+                "purchased": purchased,
+                "pending_quantity": row.get::<i32>(13).or_fail(what),
+                "current_period_start": text(7),
+                "current_period_end": text(8),
+                "cancel_at_period_end": row.get::<bool>(9).or_fail(what).unwrap_or(false),
+                "trial_ends_at": text(10),
+                "provider": text(11),
+                "billing_email": text(12),
+            });
+            (
+                plan,
+                out,
+                billing,
+                row.get::<i32>(5).or_fail(what).unwrap_or(0),
+            )
+        };
+        if sees_billing {
+            let limit = plan_catalog::get(client).limit(&plan, "max_seats");
+            for key in [
+                "subscription_plan",
+                "billing_type",
+                "current_period_start",
+                "current_period_end",
+                "cancel_at_period_end",
+                "trial_ends_at",
+                "provider",
+                "billing_email",
+            ] {
+                out[key] = billing[key].clone();
+            }
+            out["seats"] = json!({
+                "used": members,
+                "purchased": billing["purchased"],
+                "plan_limit": limit.value(),
+                "pending_quantity": billing["pending_quantity"],
+            });
+        }
+        out
+    });
+    jsonb::parse(&answer.to_string())
+}
 
 static START_FREE: Statement = Statement::write(
     "INSERT INTO org_subscriptions (organization_id, plan, status, seats)

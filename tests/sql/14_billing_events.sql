@@ -4,7 +4,7 @@
 -- shuffled, duplicated replay of a subscription's life ending where the ordered one does.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(55);
+SELECT plan(58);
 
 \set o '00000000-0000-4000-8000-000000001401'
 \set p '00000000-0000-4000-8000-000000001402'
@@ -242,6 +242,20 @@ SELECT lives_ok(format($$ INSERT INTO organization_members (organization_id, use
 DELETE FROM organization_members WHERE organization_id = :'seats_org' AND user_id = '00000000-0000-4000-8000-000000001411';
 SELECT is((SELECT desired_quantity || '/' || reason FROM pending_seat_updates WHERE organization_id = :'seats_org' AND status = 'pending'),
           '2/members_removed', 'a removal asks the provider for fewer seats');
+
+-- ================================================================ the billing page in one call
+SET LOCAL ROLE authenticated;
+SELECT set_config('request.jwt.claims', format('{"sub":"%s","role":"authenticated"}', :'p'), true);
+SELECT is(get_billing_status(:'seats_org') - '{organization_id,current_period_start,current_period_end}'::text[],
+          '{"plan": "business", "seats": {"used": 2, "plan_limit": 50, "purchased": 3, "pending_quantity": 2},
+            "status": "active", "provider": "stripe", "billing_type": "quantity_based", "billing_email": null,
+            "trial_ends_at": null, "subscription_plan": "business", "cancel_at_period_end": false}'::jsonb,
+          'the owner sees plan, status, seats used / purchased / plan limit / pending, and the rest');
+SELECT set_config('request.jwt.claims', '{"sub":"00000000-0000-4000-8000-000000001412","role":"authenticated"}', true);
+SELECT is(get_billing_status(:'seats_org') - 'organization_id', '{"plan": "business", "status": "active"}'::jsonb,
+          'a member sees the plan and status only');
+SELECT set_config('request.jwt.claims', format('{"sub":"%s","role":"authenticated"}', :'o'), true);
+SELECT throws_ok(format($$ SELECT get_billing_status(%L) $$, :'seats_org'), '42501', NULL, 'an outsider sees nothing');
 
 SELECT * FROM finish();
 ROLLBACK;
