@@ -591,6 +591,18 @@ fn apply_subscription(
     ) else {
         return (Outcome::Unmapped, None);
     };
+    // Locked first: an event older than what was applied is stale whatever it names.
+    billing::start_free_subscription(client, org);
+    let stale = spi::one_mut::<bool>(
+        client,
+        &LOCK_SUBSCRIPTION,
+        &[org.into(), envelope.occurred_at.into()],
+        what,
+    )
+    .unwrap_or(false);
+    if stale {
+        return (Outcome::Stale, Some(org));
+    }
     let price = price.unwrap_or_else(|| {
         errors::invalid_parameter(
             "the subscription names no price (items.data[0].price.id / variant_id)",
@@ -616,17 +628,6 @@ fn apply_subscription(
             row.get::<String>(2).or_fail(what).unwrap_or_default(),
         )
     };
-    billing::start_free_subscription(client, org);
-    let stale = spi::one_mut::<bool>(
-        client,
-        &LOCK_SUBSCRIPTION,
-        &[org.into(), envelope.occurred_at.into()],
-        what,
-    )
-    .unwrap_or(false);
-    if stale {
-        return (Outcome::Stale, Some(org));
-    }
     let (statement, extra) = match provider {
         Provider::Stripe => (&SYNC_STRIPE_SUBSCRIPTION, None),
         Provider::LemonSqueezy => (&SYNC_LEMON_SQUEEZY_SUBSCRIPTION, subscription.as_deref()),

@@ -4,7 +4,7 @@
 -- shuffled, duplicated replay of a subscription's life ending where the ordered one does.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(58);
+SELECT plan(59);
 
 \set o '00000000-0000-4000-8000-000000001401'
 \set p '00000000-0000-4000-8000-000000001402'
@@ -107,6 +107,9 @@ SELECT is(pg_temp.apply(pg_temp.stripe_event('evt_a2', 'customer.subscription.up
           'stale', 'an older event delivered late is stale');
 SELECT is(pg_temp.state(:'org_a'), 'business/active/quantity_based/12/false/price_business_year/2026-02-07',
           'and changes nothing');
+SELECT is(pg_temp.apply(pg_temp.stripe_event('evt_a2b', 'customer.subscription.updated', 1767484900,
+              pg_temp.subscription(:'org_a', 'sub_a', 'cus_a', 'active', 'price_gone', 1, 1767484900))) ->> 'outcome',
+          'stale', 'an older event is stale even when its price is no longer known');
 SELECT is(pg_temp.apply(pg_temp.stripe_event('evt_a4', 'invoice.voided', 1767830500, :'event_fixture'::jsonb -> 'data' -> 'object')) ->> 'outcome',
           'unknown_type', 'an unhandled type is logged and ignored');
 
