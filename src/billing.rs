@@ -6,7 +6,6 @@ use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 use serde_json::{json, Value};
 
-use crate::auth_context;
 use crate::jsonb::{self, RawJsonb};
 use crate::members::caller_access;
 use crate::plan_catalog;
@@ -41,67 +40,46 @@ fn get_billing_status(org_id: Option<Uuid>) -> RawJsonb {
     let org = crate::errors::required(org_id, "org_id");
     let answer = Spi::connect_mut(|client| {
         let access = caller_access(client, org, "get_billing_status");
-        let sees_billing = access.has("billing.read")
-            || (!access.is_member() && auth_context::caller_is_service_role());
         let what = "reading the billing status";
-        let (plan, mut out, billing, members) = {
+        let mut answer = {
             let table = client
                 .select(STATUS.prepared(client), Some(1), &[org.into()])
                 .or_fail(what);
             let row = table.first();
             let text = |i: usize| -> Value { json!(row.get::<String>(i).or_fail(what)) };
-            let plan: String = row
-                .get::<String>(1)
-                .or_fail(what)
-                .unwrap_or_else(|| "free".into());
             let quantity_based =
                 row.get::<String>(4).or_fail(what).as_deref() == Some("quantity_based");
-            let purchased = match quantity_based {
-                true => json!(row.get::<i32>(6).or_fail(what)),
-                false => Value::Null,
-            };
-            let out = json!({"organization_id": org.to_string(), "plan": plan, "status": text(3)});
-            let billing = json!({
+            json!({
+                "organization_id": org.to_string(),
+                "plan": row.get::<String>(1).or_fail(what).unwrap_or_else(|| "free".into()),
+                "status": text(3),
                 "subscription_plan": text(2),
                 "billing_type": text(4),
-                "purchased": purchased,
-                "pending_quantity": row.get::<i32>(13).or_fail(what),
+                "seats": {
+                    "used": row.get::<i32>(5).or_fail(what).unwrap_or(0),
+                    "purchased": if quantity_based { json!(row.get::<i32>(6).or_fail(what)) } else { Value::Null },
+                    "pending_quantity": row.get::<i32>(13).or_fail(what),
+                },
                 "current_period_start": text(7),
                 "current_period_end": text(8),
                 "cancel_at_period_end": row.get::<bool>(9).or_fail(what).unwrap_or(false),
                 "trial_ends_at": text(10),
                 "provider": text(11),
                 "billing_email": text(12),
-            });
-            (
-                plan,
-                out,
-                billing,
-                row.get::<i32>(5).or_fail(what).unwrap_or(0),
-            )
+            })
         };
-        if sees_billing {
-            let limit = plan_catalog::get(client).limit(&plan, "max_seats");
-            for key in [
-                "subscription_plan",
-                "billing_type",
-                "current_period_start",
-                "current_period_end",
-                "cancel_at_period_end",
-                "trial_ends_at",
-                "provider",
-                "billing_email",
-            ] {
-                out[key] = billing[key].clone();
-            }
-            out["seats"] = json!({
-                "used": members,
-                "purchased": billing["purchased"],
-                "plan_limit": limit.value(),
-                "pending_quantity": billing["pending_quantity"],
+        if !access.has("billing.read") {
+            // Members see the plan in effect and the subscription's status only.
+            return json!({
+                "organization_id": answer["organization_id"],
+                "plan": answer["plan"],
+                "status": answer["status"],
             });
         }
-        out
+        let plan = answer["plan"].as_str().unwrap_or("free").to_string();
+        answer["seats"]["plan_limit"] =
+            json!(plan_catalog::get(client).limit(&plan, "max_seats").value());
+        answer
     });
     jsonb::parse(&answer.to_string())
 }

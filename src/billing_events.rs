@@ -18,7 +18,6 @@
 //! Seats of quantity-based subscriptions: the seats the subscription pays for bound membership
 //! (entitlements' seat limit); `request_seats` and removals queue the quantity the provider
 //! should have in `pending_seat_updates`, and a subscription event echoing it marks it done.
-use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
@@ -297,7 +296,7 @@ fn apply_billing_event(provider: Option<&str>, event: RawJsonb) -> RawJsonb {
     }
     let handler = Handler::of(provider, &envelope.event_type);
     let (outcome, org, error) =
-        match in_subtransaction(|| apply(provider, handler, &envelope, event)) {
+        match spi::in_subtransaction(|| apply(provider, handler, &envelope, event)) {
             Ok((outcome, org)) => (outcome, org, None),
             Err(error) => (Outcome::Failed, None, Some(error)),
         };
@@ -338,54 +337,6 @@ fn answer(
         out["error"] = json!(error);
     }
     jsonb::parse(&out.to_string())
-}
-
-/// Runs `f` in a subtransaction: its writes stay if it returns, and are rolled back if it
-/// raises, the error coming back as "SQLSTATE: message".
-fn in_subtransaction<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    // SAFETY: the subtransaction is begun and ended here, restoring the memory context and
-    // resource owner as PL/pgSQL's exception blocks do.
-    unsafe {
-        let context = pg_sys::CurrentMemoryContext;
-        let owner = pg_sys::CurrentResourceOwner;
-        pg_sys::BeginInternalSubTransaction(std::ptr::null());
-        pg_sys::MemoryContextSwitchTo(context);
-        let f = std::panic::AssertUnwindSafe(f);
-        let result = PgTryBuilder::new(move || Ok(f()))
-            .catch_others(|e| {
-                Err(match e {
-                    CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => {
-                        format!(
-                            "{}: {}",
-                            sqlstate(report.sql_error_code()),
-                            report.message()
-                        )
-                    }
-                    CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
-                })
-            })
-            .execute();
-        if result.is_ok() {
-            pg_sys::ReleaseCurrentSubTransaction();
-        } else {
-            pg_sys::RollbackAndReleaseCurrentSubTransaction();
-        }
-        pg_sys::MemoryContextSwitchTo(context);
-        pg_sys::CurrentResourceOwner = owner;
-        result
-    }
-}
-
-/// The five-character SQLSTATE of an error code.
-fn sqlstate(code: PgSqlErrorCode) -> String {
-    let mut value = code as i32;
-    (0..5)
-        .map(|_| {
-            let c = (((value & 0x3f) as u8) + b'0') as char;
-            value >>= 6;
-            c
-        })
-        .collect()
 }
 
 /// The event's effect, inside the subtransaction.
@@ -786,6 +737,13 @@ fn apply_customer_deleted(client: &mut SpiClient<'_>, event: RawJsonb) -> (Outco
 }
 
 // The seat outbox: at most one pending quantity per organization; a new one supersedes it.
+// The subscription row is locked first, so that two callers queueing at once (a request and a
+// removal) supersede each other in turn instead of colliding on the one pending row (23505).
+static LOCK_SEATS: Statement = Statement::write(
+    "SELECT 1 FROM org_subscriptions WHERE organization_id = $1 FOR UPDATE",
+    &[types::UUID],
+);
+
 static SUPERSEDE_SEATS: Statement = Statement::write(
     "UPDATE pending_seat_updates SET status = 'superseded', resolved_at = now()
      WHERE organization_id = $1 AND status = 'pending'",
@@ -809,6 +767,7 @@ static SEATS_ECHOED: Statement = Statement::write(
 );
 
 fn queue_seats(client: &mut SpiClient<'_>, org: Uuid, quantity: i32, reason: &str) {
+    spi::run(client, &LOCK_SEATS, &[org.into()], "queueing seats");
     spi::run(client, &SUPERSEDE_SEATS, &[org.into()], "queueing seats");
     spi::run(
         client,
@@ -847,9 +806,7 @@ fn request_seats(org_id: Option<Uuid>, quantity: Option<i32>) {
     let action = "request_seats";
     Spi::connect_mut(|client| {
         let access = caller_access(client, org, action);
-        if access.is_member() || !auth_context::caller_is_service_role() {
-            access.require("billing.manage", action);
-        }
+        access.require("billing.manage", action);
         let what = "reading the subscription";
         let (quantity_based, members) = {
             let table = client
@@ -884,11 +841,11 @@ mod tests {
     #[pg_test]
     fn sqlstates_are_spelled_as_postgresql_does() {
         assert_eq!(
-            super::sqlstate(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE),
+            crate::spi::sqlstate(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE),
             "22023"
         );
         assert_eq!(
-            super::sqlstate(PgSqlErrorCode::ERRCODE_CHECK_VIOLATION),
+            crate::spi::sqlstate(PgSqlErrorCode::ERRCODE_CHECK_VIOLATION),
             "23514"
         );
     }

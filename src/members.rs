@@ -56,7 +56,7 @@ pub fn caller_access(client: &SpiClient<'_>, org: Uuid, action: &str) -> Access 
         if !organization_exists(client, org) {
             errors::invalid_parameter(format!("{action}: no organization {org}"));
         }
-        return access;
+        return Access::service();
     }
     if caller.is_none() {
         errors::insufficient_privilege(format!("{action}: not authenticated"));
@@ -81,15 +81,10 @@ fn organization_exists(client: &SpiClient<'_>, org: Uuid) -> bool {
     .unwrap_or(false)
 }
 
-/// Whether the caller acts as the service role rather than as a member.
-fn acts_as_service(access: &Access) -> bool {
-    !access.is_member() && auth_context::caller_is_service_role()
-}
-
 /// Refuses unless the caller (`access`) may change the membership of someone ranked
 /// `target_rank` (`roles::manage_refusal`).
 fn require_may_manage(access: &Access, target_rank: i32, action: &str) {
-    if let Some(why) = roles::manage_refusal(access, acts_as_service(access), target_rank) {
+    if let Some(why) = roles::manage_refusal(access, target_rank) {
         errors::insufficient_privilege(format!("{action}: {why}"));
     }
 }
@@ -118,11 +113,10 @@ fn may_manage_member(
         }
         let touches = current_role.is_none_or(|role| {
             roles::rank_of(client, org, role)
-                .is_some_and(|rank| roles::manage_refusal(&access, false, rank).is_none())
+                .is_some_and(|rank| roles::manage_refusal(&access, rank).is_none())
         });
         let grants = new_role.is_none_or(|role| {
-            roles::rank_of(client, org, role)
-                .is_some_and(|rank| roles::may_grant(&access, false, rank))
+            roles::rank_of(client, org, role).is_some_and(|rank| roles::may_grant(&access, rank))
         });
         touches && grants
     })
@@ -255,11 +249,9 @@ fn update_member_role(org_id: Option<Uuid>, user_id: Option<Uuid>, role: Option<
     let action = "update_member_role";
     Spi::connect_mut(|client| {
         let access = caller_access(client, org, action);
-        if !acts_as_service(&access) {
-            access.require("members.change_role", action);
-            if auth_context::current_uid(client) == Some(user) {
-                errors::insufficient_privilege(format!("{action}: nobody changes their own role"));
-            }
+        access.require("members.change_role", action);
+        if auth_context::current_uid(client) == Some(user) {
+            errors::insufficient_privilege(format!("{action}: nobody changes their own role"));
         }
         let target = target_member(client, org, user, action);
         require_may_manage(&access, target.rank, action);
@@ -286,13 +278,11 @@ fn remove_member(org_id: Option<Uuid>, user_id: Option<Uuid>) {
     let action = "remove_member";
     Spi::connect_mut(|client| {
         let access = caller_access(client, org, action);
-        if !acts_as_service(&access) {
-            access.require("members.remove", action);
-            if auth_context::current_uid(client) == Some(user) {
-                errors::invalid_parameter(format!(
-                    "{action}: to remove yourself, call leave_organization(org_id)"
-                ));
-            }
+        access.require("members.remove", action);
+        if auth_context::current_uid(client) == Some(user) {
+            errors::invalid_parameter(format!(
+                "{action}: to remove yourself, call leave_organization(org_id)"
+            ));
         }
         let target = target_member(client, org, user, action);
         require_may_manage(&access, target.rank, action);
@@ -347,9 +337,7 @@ fn delete_organization(org_id: Option<Uuid>) {
     let action = "delete_organization";
     Spi::connect_mut(|client| {
         let access = caller_access(client, org, action);
-        if !acts_as_service(&access) {
-            access.require("org.delete", action);
-        }
+        access.require("org.delete", action);
         let personal = spi::one_mut::<bool>(
             client,
             &LOCK_ORGANIZATION,
@@ -454,7 +442,7 @@ mod tests {
             format!("SELECT update_member_role('{org}', '{ADMIN}', 'owner')"),
         ] {
             assert!(
-                error_of(&attempt).is_some_and(|e| e.contains("INSUFFICIENT_PRIVILEGE")),
+                error_of(&attempt).is_some_and(|e| e.starts_with("42501:")),
                 "{attempt} should have been refused"
             );
         }

@@ -138,3 +138,54 @@ pub fn run(
         .or_fail(what)
         .len()
 }
+
+/// Runs `f` in a subtransaction, as PL/pgSQL's exception blocks do: its writes stay if it
+/// returns, and are rolled back if it raises, the error coming back as "SQLSTATE: message".
+pub fn in_subtransaction<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    // SAFETY: the subtransaction is begun and ended here, restoring the memory context and
+    // resource owner as PL/pgSQL's exception blocks do.
+    unsafe {
+        let context = pgrx::pg_sys::CurrentMemoryContext;
+        let owner = pgrx::pg_sys::CurrentResourceOwner;
+        pgrx::pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pgrx::pg_sys::MemoryContextSwitchTo(context);
+        let f = std::panic::AssertUnwindSafe(f);
+        let result = pgrx::PgTryBuilder::new(move || Ok(f()))
+            .catch_others(|e| {
+                Err(match e {
+                    pgrx::pg_sys::panic::CaughtError::PostgresError(report)
+                    | pgrx::pg_sys::panic::CaughtError::ErrorReport(report) => {
+                        format!(
+                            "{}: {}",
+                            sqlstate(report.sql_error_code()),
+                            report.message()
+                        )
+                    }
+                    pgrx::pg_sys::panic::CaughtError::RustPanic { ereport, .. } => {
+                        ereport.message().to_string()
+                    }
+                })
+            })
+            .execute();
+        if result.is_ok() {
+            pgrx::pg_sys::ReleaseCurrentSubTransaction();
+        } else {
+            pgrx::pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        }
+        pgrx::pg_sys::MemoryContextSwitchTo(context);
+        pgrx::pg_sys::CurrentResourceOwner = owner;
+        result
+    }
+}
+
+/// The five-character SQLSTATE of an error code.
+pub fn sqlstate(code: pgrx::PgSqlErrorCode) -> String {
+    let mut value = code as i32;
+    (0..5)
+        .map(|_| {
+            let c = (((value & 0x3f) as u8) + b'0') as char;
+            value >>= 6;
+            c
+        })
+        .collect()
+}

@@ -60,9 +60,7 @@ fn create_team(
     }
     Spi::connect_mut(|client| {
         let access = caller_access(client, org, action);
-        if access.is_member() || !auth_context::caller_is_service_role() {
-            access.require("teams.manage", action);
-        }
+        access.require("teams.manage", action);
         if spi::one::<bool>(
             client,
             &TEAM_NAME_TAKEN,
@@ -160,9 +158,7 @@ fn create_workspace(
     }
     Spi::connect_mut(|client| {
         let access = caller_access(client, org, action);
-        if access.is_member() || !auth_context::caller_is_service_role() {
-            access.require("teams.manage", action);
-        }
+        access.require("teams.manage", action);
         if let Some(team) = team_id {
             let in_org = spi::one::<bool>(
                 client,

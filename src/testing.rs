@@ -16,36 +16,12 @@ pub fn act_as(id: &str) {
     claims_of(id);
 }
 
-/// For `#[pg_test]`s: runs SQL in a subtransaction and returns the error it raised, if any
-/// (rolled back, so the test goes on), as "SQLSTATE: message".
+/// Runs SQL in a subtransaction and returns the error it raised, if any (rolled back, so the
+/// test goes on), as "SQLSTATE: message".
 pub fn error_of(sql: &str) -> Option<String> {
-    use pgrx::pg_sys::panic::CaughtError;
-    // SAFETY: the subtransaction is begun and ended here, restoring the memory context and
-    // resource owner as PL/pgSQL's exception blocks do.
-    unsafe {
-        let context = pg_sys::CurrentMemoryContext;
-        let owner = pg_sys::CurrentResourceOwner;
-        pg_sys::BeginInternalSubTransaction(std::ptr::null());
-        let error = PgTryBuilder::new(|| Spi::run(sql).map_err(|e| e.to_string()).err())
-            .catch_others(|e| {
-                Some(match e {
-                    CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => {
-                        format!("{:?}: {}", report.sql_error_code(), report.message())
-                    }
-                    CaughtError::RustPanic { ereport, .. } => {
-                        format!("panic: {}", ereport.message())
-                    }
-                })
-            })
-            .execute();
-        pg_sys::MemoryContextSwitchTo(context);
-        if error.is_none() {
-            pg_sys::ReleaseCurrentSubTransaction();
-        } else {
-            pg_sys::RollbackAndReleaseCurrentSubTransaction();
-        }
-        pg_sys::MemoryContextSwitchTo(context);
-        pg_sys::CurrentResourceOwner = owner;
-        error
+    match crate::spi::in_subtransaction(|| Spi::run(sql)) {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(error) => Some(error),
     }
 }
