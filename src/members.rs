@@ -165,7 +165,7 @@ fn organization_id_by_slug(slug: Option<&str>, action: Option<&str>) -> Uuid {
 }
 
 /// The access check of `get_organization` and `get_organization_members` (sql/members.sql):
-/// the RPCs that return rows are SQL queries behind a Rust guard, so that their rows reach the
+/// the RPCs that return rows are queries behind a Rust guard, so that their rows reach the
 /// caller without being converted to Rust values and back (measured: the conversion of 5,000
 /// members cost more than the query). True, or an error as `caller_access` raises it.
 #[pg_extern(stable)]
