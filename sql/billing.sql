@@ -93,6 +93,8 @@ CREATE TABLE @extschema@.billing_customers (
     updated_at            timestamptz NOT NULL DEFAULT now(),
     -- since 0.2.0: the provider's time of the newest event applied (older ones are stale).
     provider_synced_at    timestamptz,
+    -- since 0.2.0: the customer's default payment method at the provider (payment_methods follows it).
+    default_payment_method_id text,
     UNIQUE (provider, provider_customer_id)
 );
 

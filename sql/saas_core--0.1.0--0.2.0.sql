@@ -532,6 +532,7 @@ CREATE POLICY plan_prices_service_role_all ON @extschema@.plan_prices
 
 ALTER TABLE @extschema@.billing_customers ADD COLUMN provider_synced_at timestamptz;
 ALTER TABLE @extschema@.org_subscriptions ADD COLUMN provider_synced_at timestamptz;
+ALTER TABLE @extschema@.billing_customers ADD COLUMN default_payment_method_id text;
 ALTER TABLE @extschema@.org_subscriptions DROP CONSTRAINT org_subscriptions_plan_check,
     ADD CONSTRAINT org_subscriptions_plan_fkey FOREIGN KEY (plan) REFERENCES @extschema@.plans (key) ON UPDATE CASCADE;
 ALTER TABLE @extschema@.plan_features DROP CONSTRAINT plan_features_plan_check,
@@ -2558,6 +2559,438 @@ CREATE POLICY pending_seat_updates_service_role_all ON @extschema@.pending_seat_
 
 REVOKE ALL ON FUNCTION @extschema@.request_seats(uuid, integer) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION @extschema@.request_seats(uuid, integer) TO authenticated, service_role;
+
+-- ---------------------------------------------------------------------------------------
+-- billing_ledger (sql/billing_ledger.sql, new in 0.2.0: as a fresh install has it)
+-- ---------------------------------------------------------------------------------------
+
+
+-- The billing ledger (seed 002 §4, seed 004 §1): invoices with their line items, payment
+-- methods and payment transactions, as the provider's webhooks report them
+-- (apply_billing_event, src/billing_ledger.rs). Owners and admins (billing.read) read their
+-- organization's rows; only the service role writes. Amounts are in the currency's minor unit
+-- (cents), as the providers send them.
+
+CREATE TABLE @extschema@.invoices (
+    id                        uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    organization_id           uuid NOT NULL REFERENCES @extschema@.organizations (id) ON DELETE CASCADE,
+    provider                  text NOT NULL CONSTRAINT invoices_provider_check CHECK (provider IN ('stripe', 'lemon_squeezy')),
+    provider_invoice_id       text NOT NULL CONSTRAINT invoices_provider_invoice_id_check CHECK (provider_invoice_id <> ''),
+    provider_subscription_id  text,
+    number                    text,
+    -- Stripe's invoice statuses; Lemon Squeezy's map onto them (pending: open; refunded: paid).
+    status                    text NOT NULL CONSTRAINT invoices_status_check
+                              CHECK (status IN ('draft', 'open', 'paid', 'void', 'uncollectible')),
+    billing_reason            text,
+    currency                  text CONSTRAINT invoices_currency_check CHECK (currency ~ '^[a-z]{3}$'),
+    subtotal                  bigint,
+    tax                       bigint,
+    total                     bigint,
+    amount_due                bigint,
+    amount_paid               bigint,
+    amount_remaining          bigint,
+    period_start              timestamptz,
+    period_end                timestamptz,
+    due_at                    timestamptz,
+    paid_at                   timestamptz,
+    hosted_invoice_url        text,
+    invoice_pdf_url           text,
+    -- When the provider created the invoice, and the provider time of the newest event applied.
+    provider_created_at       timestamptz,
+    provider_synced_at        timestamptz,
+    created_at                timestamptz NOT NULL DEFAULT now(),
+    updated_at                timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT invoices_provider_invoice_key UNIQUE (provider, provider_invoice_id)
+);
+COMMENT ON TABLE @extschema@.invoices IS
+    'Provider invoices of an organization, kept in step by apply_billing_event().';
+CREATE INDEX invoices_organization_idx ON @extschema@.invoices (organization_id, provider_created_at DESC);
+-- The billing page's "open invoices".
+CREATE INDEX invoices_open_idx ON @extschema@.invoices (organization_id) WHERE status = 'open';
+
+CREATE TABLE @extschema@.invoice_line_items (
+    id                     uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    invoice_id             uuid NOT NULL REFERENCES @extschema@.invoices (id) ON DELETE CASCADE,
+    -- The invoice's organization, for row level security on an indexed column.
+    organization_id        uuid NOT NULL REFERENCES @extschema@.organizations (id) ON DELETE CASCADE,
+    provider_line_item_id  text NOT NULL,
+    description            text,
+    amount                 bigint NOT NULL,
+    currency               text CONSTRAINT invoice_line_items_currency_check CHECK (currency ~ '^[a-z]{3}$'),
+    quantity               integer,
+    -- A proration: the credit or charge for a plan or quantity change mid-period (seed 003).
+    proration              boolean NOT NULL DEFAULT false,
+    period_start           timestamptz,
+    period_end             timestamptz,
+    provider_price_id      text,
+    -- The plan the price buys, when plan_prices knows it.
+    plan                   text REFERENCES @extschema@.plans (key) ON UPDATE CASCADE ON DELETE SET NULL,
+    CONSTRAINT invoice_line_items_line_key UNIQUE (invoice_id, provider_line_item_id)
+);
+CREATE INDEX invoice_line_items_organization_idx ON @extschema@.invoice_line_items (organization_id);
+CREATE INDEX invoice_line_items_plan_idx ON @extschema@.invoice_line_items (plan);
+
+-- Tokenized payment methods only: the provider's id and what a billing page shows.
+CREATE TABLE @extschema@.payment_methods (
+    id                          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    organization_id             uuid NOT NULL REFERENCES @extschema@.organizations (id) ON DELETE CASCADE,
+    provider                    text NOT NULL CONSTRAINT payment_methods_provider_check CHECK (provider IN ('stripe', 'lemon_squeezy')),
+    provider_payment_method_id  text NOT NULL CONSTRAINT payment_methods_provider_id_check CHECK (provider_payment_method_id <> ''),
+    type                        text NOT NULL DEFAULT 'card',
+    brand                       text,
+    last4                       text CONSTRAINT payment_methods_last4_check CHECK (last4 ~ '^[0-9]{4}$'),
+    exp_month                   integer CONSTRAINT payment_methods_exp_month_check CHECK (exp_month BETWEEN 1 AND 12),
+    exp_year                    integer CONSTRAINT payment_methods_exp_year_check CHECK (exp_year BETWEEN 2000 AND 2200),
+    is_default                  boolean NOT NULL DEFAULT false,
+    provider_synced_at          timestamptz,
+    created_at                  timestamptz NOT NULL DEFAULT now(),
+    updated_at                  timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT payment_methods_provider_key UNIQUE (provider, provider_payment_method_id),
+    -- At most one default per organization, checked at the end of each statement (so that one
+    -- UPDATE can move the default); keep_one_default_payment_method() makes it at least one.
+    CONSTRAINT payment_methods_one_default EXCLUDE USING btree (organization_id WITH =) WHERE (is_default)
+        DEFERRABLE INITIALLY IMMEDIATE
+);
+COMMENT ON TABLE @extschema@.payment_methods IS
+    'Tokenized payment methods (no card numbers): exactly one default per organization that has any.';
+CREATE INDEX payment_methods_organization_idx ON @extschema@.payment_methods (organization_id);
+
+-- An organization with payment methods has a default: when none is left (the default was
+-- detached or unset), the one the provider reported most recently becomes it. Not during a
+-- restore, which brings the flags.
+CREATE FUNCTION @extschema@.keep_one_default_payment_method()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+DECLARE
+    org uuid := CASE TG_OP WHEN 'DELETE' THEN OLD.organization_id ELSE NEW.organization_id END;
+BEGIN
+    IF @extschema@.restore_in_progress() THEN
+        RETURN NULL;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM @extschema@.payment_methods m WHERE m.organization_id = org AND m.is_default) THEN
+        UPDATE @extschema@.payment_methods SET is_default = true
+        WHERE id = (SELECT m.id FROM @extschema@.payment_methods m WHERE m.organization_id = org
+                    ORDER BY m.provider_synced_at DESC NULLS LAST, m.created_at DESC, m.id LIMIT 1);
+    END IF;
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION @extschema@.keep_one_default_payment_method() FROM PUBLIC, anon, authenticated, service_role;
+CREATE TRIGGER keep_one_default_payment_method
+    AFTER INSERT OR DELETE OR UPDATE OF is_default, organization_id ON @extschema@.payment_methods
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.keep_one_default_payment_method();
+
+-- Payments and refunds. Stripe: one row per payment intent (its charge's and its own events
+-- update the same row), or per charge without one; Lemon Squeezy: per subscription invoice
+-- ("subscription_invoice:<id>") or order ("order:<id>").
+CREATE TABLE @extschema@.payment_transactions (
+    id                          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    organization_id             uuid NOT NULL REFERENCES @extschema@.organizations (id) ON DELETE CASCADE,
+    provider                    text NOT NULL CONSTRAINT payment_transactions_provider_check CHECK (provider IN ('stripe', 'lemon_squeezy')),
+    provider_transaction_id     text NOT NULL CONSTRAINT payment_transactions_provider_id_check CHECK (provider_transaction_id <> ''),
+    provider_invoice_id         text,
+    status                      text NOT NULL CONSTRAINT payment_transactions_status_check
+                                CHECK (status IN ('pending', 'succeeded', 'failed', 'partially_refunded', 'refunded')),
+    amount                      bigint NOT NULL CONSTRAINT payment_transactions_amount_check CHECK (amount >= 0),
+    amount_refunded             bigint NOT NULL DEFAULT 0,
+    currency                    text CONSTRAINT payment_transactions_currency_check CHECK (currency ~ '^[a-z]{3}$'),
+    payment_method_brand        text,
+    payment_method_last4        text,
+    failure_code                text,
+    failure_message             text,
+    provider_created_at         timestamptz,
+    provider_synced_at          timestamptz,
+    created_at                  timestamptz NOT NULL DEFAULT now(),
+    updated_at                  timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT payment_transactions_provider_key UNIQUE (provider, provider_transaction_id),
+    CONSTRAINT payment_transactions_refund_check CHECK (amount_refunded BETWEEN 0 AND amount)
+);
+COMMENT ON TABLE @extschema@.payment_transactions IS
+    'Payments and refunds reported by the provider, one row per payment.';
+CREATE INDEX payment_transactions_organization_idx
+    ON @extschema@.payment_transactions (organization_id, provider_created_at DESC);
+
+CREATE TRIGGER update_invoices_updated_at
+    BEFORE UPDATE ON @extschema@.invoices
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.update_updated_at_column();
+CREATE TRIGGER update_payment_methods_updated_at
+    BEFORE UPDATE ON @extschema@.payment_methods
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.update_updated_at_column();
+CREATE TRIGGER update_payment_transactions_updated_at
+    BEFORE UPDATE ON @extschema@.payment_transactions
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.update_updated_at_column();
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.invoices', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.invoice_line_items', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.payment_methods', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.payment_transactions', '');
+
+REVOKE ALL ON @extschema@.invoices, @extschema@.invoice_line_items, @extschema@.payment_methods,
+              @extschema@.payment_transactions
+    FROM PUBLIC, anon, authenticated, service_role;
+GRANT SELECT ON @extschema@.invoices, @extschema@.invoice_line_items, @extschema@.payment_methods,
+                @extschema@.payment_transactions
+    TO authenticated;
+GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.invoices, @extschema@.invoice_line_items,
+                                        @extschema@.payment_methods, @extschema@.payment_transactions
+    TO service_role;
+
+ALTER TABLE @extschema@.invoices ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.invoice_line_items ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.payment_methods ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.payment_transactions ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY invoices_select_billing ON @extschema@.invoices
+    FOR SELECT TO authenticated
+    USING (organization_id = ANY (ARRAY(SELECT @extschema@.current_user_permitted_org_ids('billing.read'))));
+CREATE POLICY invoices_service_role_all ON @extschema@.invoices
+    FOR ALL TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY invoice_line_items_select_billing ON @extschema@.invoice_line_items
+    FOR SELECT TO authenticated
+    USING (organization_id = ANY (ARRAY(SELECT @extschema@.current_user_permitted_org_ids('billing.read'))));
+CREATE POLICY invoice_line_items_service_role_all ON @extschema@.invoice_line_items
+    FOR ALL TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY payment_methods_select_billing ON @extschema@.payment_methods
+    FOR SELECT TO authenticated
+    USING (organization_id = ANY (ARRAY(SELECT @extschema@.current_user_permitted_org_ids('billing.read'))));
+CREATE POLICY payment_methods_service_role_all ON @extschema@.payment_methods
+    FOR ALL TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY payment_transactions_select_billing ON @extschema@.payment_transactions
+    FOR SELECT TO authenticated
+    USING (organization_id = ANY (ARRAY(SELECT @extschema@.current_user_permitted_org_ids('billing.read'))));
+CREATE POLICY payment_transactions_service_role_all ON @extschema@.payment_transactions
+    FOR ALL TO service_role USING (true) WITH CHECK (true);
+
+-- ---------------------------------------------------------------------------------------
+-- coupons (sql/coupons.sql, new in 0.2.0: as a fresh install has it)
+-- ---------------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@."redeem_coupon"(
+	"org_id" uuid,
+	"code" TEXT,
+	"plan" TEXT DEFAULT NULL
+) RETURNS jsonb
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'redeem_coupon_wrapper';
+
+-- Coupons and their redemptions (seed 002 §4, seed 004 §1; src/coupons.rs). The service role
+-- keeps the catalog; an organization's billing managers redeem a code with redeem_coupon()
+-- and the application applies the answer's provider coupon at checkout. One redemption per
+-- organization and coupon; max_redemptions holds under concurrency (the redemption count is
+-- a column the redeeming transactions update, so concurrent ones queue on the coupon's row).
+
+CREATE TABLE @extschema@.coupons (
+    id                  uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    -- Codes are matched case-insensitively and stored upper-case.
+    code                text NOT NULL CONSTRAINT coupons_code_check CHECK (code ~ '^[A-Z0-9][A-Z0-9_-]{2,39}$'),
+    name                text,
+    discount_type       text NOT NULL CONSTRAINT coupons_discount_type_check CHECK (discount_type IN ('percent', 'fixed')),
+    percent_off         numeric(5, 2) CONSTRAINT coupons_percent_off_check CHECK (percent_off > 0 AND percent_off <= 100),
+    -- In the currency's minor unit.
+    amount_off          bigint CONSTRAINT coupons_amount_off_check CHECK (amount_off > 0),
+    currency            text CONSTRAINT coupons_currency_check CHECK (currency ~ '^[a-z]{3}$'),
+    duration            text NOT NULL DEFAULT 'once' CONSTRAINT coupons_duration_check
+                        CHECK (duration IN ('once', 'repeating', 'forever')),
+    duration_in_months  integer CONSTRAINT coupons_duration_in_months_check CHECK (duration_in_months BETWEEN 1 AND 120),
+    valid_from          timestamptz,
+    valid_until         timestamptz,
+    max_redemptions     integer CONSTRAINT coupons_max_redemptions_check CHECK (max_redemptions >= 1),
+    times_redeemed      integer NOT NULL DEFAULT 0,
+    active              boolean NOT NULL DEFAULT true,
+    -- The provider's coupon or promotion code the application applies at checkout.
+    provider            text CONSTRAINT coupons_provider_check CHECK (provider IN ('stripe', 'lemon_squeezy')),
+    provider_coupon_id  text,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    updated_at          timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT coupons_code_key UNIQUE (code),
+    CONSTRAINT coupons_discount_check CHECK (CASE discount_type
+        WHEN 'percent' THEN percent_off IS NOT NULL AND amount_off IS NULL
+        ELSE amount_off IS NOT NULL AND currency IS NOT NULL AND percent_off IS NULL END),
+    CONSTRAINT coupons_duration_months_check CHECK ((duration = 'repeating') = (duration_in_months IS NOT NULL)),
+    CONSTRAINT coupons_validity_check CHECK (valid_until IS NULL OR valid_from IS NULL OR valid_until > valid_from),
+    CONSTRAINT coupons_times_redeemed_check
+        CHECK (times_redeemed >= 0 AND (max_redemptions IS NULL OR times_redeemed <= max_redemptions))
+);
+COMMENT ON TABLE @extschema@.coupons IS
+    'Discount codes: percent or fixed, a validity window, a redemption cap, optionally restricted to plans (coupon_plans).';
+
+-- A coupon with rows here applies to these plans only.
+CREATE TABLE @extschema@.coupon_plans (
+    coupon_id  uuid NOT NULL REFERENCES @extschema@.coupons (id) ON DELETE CASCADE,
+    plan       text NOT NULL REFERENCES @extschema@.plans (key) ON UPDATE CASCADE ON DELETE CASCADE,
+    PRIMARY KEY (coupon_id, plan)
+);
+CREATE INDEX coupon_plans_plan_idx ON @extschema@.coupon_plans (plan);
+
+CREATE TABLE @extschema@.coupon_redemptions (
+    id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    coupon_id        uuid NOT NULL REFERENCES @extschema@.coupons (id) ON DELETE CASCADE,
+    organization_id  uuid NOT NULL REFERENCES @extschema@.organizations (id) ON DELETE CASCADE,
+    -- The plan it was redeemed for, and who redeemed it (no foreign key: the record stays).
+    plan             text REFERENCES @extschema@.plans (key) ON UPDATE CASCADE ON DELETE SET NULL,
+    redeemed_by      uuid,
+    redeemed_at      timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT coupon_redemptions_once_per_organization UNIQUE (coupon_id, organization_id)
+);
+CREATE INDEX coupon_redemptions_organization_idx ON @extschema@.coupon_redemptions (organization_id);
+
+-- Codes are stored upper-case, whoever writes them.
+CREATE FUNCTION @extschema@.normalize_coupon_code()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    NEW.code := upper(btrim(NEW.code));
+    RETURN NEW;
+END
+$$;
+REVOKE ALL ON FUNCTION @extschema@.normalize_coupon_code() FROM PUBLIC, anon, authenticated, service_role;
+
+-- The count of redemptions, kept by every insert and delete of one (the RPC's or the service
+-- role's own): a redemption beyond max_redemptions is refused with 54000. The UPDATE makes
+-- concurrent redemptions of one coupon wait for each other (and, under REPEATABLE READ, fail
+-- with 40001 to be retried) instead of both reading the last free slot. A restore brings the
+-- count with the coupon.
+CREATE FUNCTION @extschema@.count_coupon_redemptions()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+DECLARE
+    redeemed integer;
+BEGIN
+    IF @extschema@.restore_in_progress() THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        UPDATE @extschema@.coupons SET times_redeemed = greatest(times_redeemed - 1, 0) WHERE id = OLD.coupon_id;
+        RETURN NULL;
+    END IF;
+    UPDATE @extschema@.coupons c SET times_redeemed = c.times_redeemed + 1
+    WHERE c.id = NEW.coupon_id AND (c.max_redemptions IS NULL OR c.times_redeemed < c.max_redemptions)
+    RETURNING c.times_redeemed INTO redeemed;
+    IF redeemed IS NULL THEN
+        RAISE EXCEPTION 'coupon % has been redeemed as often as it may be',
+            (SELECT c.code FROM @extschema@.coupons c WHERE c.id = NEW.coupon_id)
+            USING ERRCODE = '54000', HINT = 'Its max_redemptions is reached.';
+    END IF;
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION @extschema@.count_coupon_redemptions() FROM PUBLIC, anon, authenticated, service_role;
+
+CREATE TRIGGER normalize_coupon_code
+    BEFORE INSERT OR UPDATE OF code ON @extschema@.coupons
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.normalize_coupon_code();
+CREATE TRIGGER update_coupons_updated_at
+    BEFORE UPDATE ON @extschema@.coupons
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.update_updated_at_column();
+CREATE TRIGGER count_coupon_redemptions
+    AFTER INSERT OR DELETE ON @extschema@.coupon_redemptions
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.count_coupon_redemptions();
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.coupons', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.coupon_plans', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.coupon_redemptions', '');
+
+-- Codes are not published: members redeem through redeem_coupon(); billing readers see their
+-- organization's redemptions.
+REVOKE ALL ON @extschema@.coupons, @extschema@.coupon_plans, @extschema@.coupon_redemptions
+    FROM PUBLIC, anon, authenticated, service_role;
+GRANT SELECT ON @extschema@.coupon_redemptions TO authenticated;
+GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.coupons, @extschema@.coupon_plans, @extschema@.coupon_redemptions
+    TO service_role;
+ALTER TABLE @extschema@.coupons ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.coupon_plans ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.coupon_redemptions ENABLE ROW LEVEL SECURITY;
+CREATE POLICY coupons_service_role_all ON @extschema@.coupons
+    FOR ALL TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY coupon_plans_service_role_all ON @extschema@.coupon_plans
+    FOR ALL TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY coupon_redemptions_select_billing ON @extschema@.coupon_redemptions
+    FOR SELECT TO authenticated
+    USING (organization_id = ANY (ARRAY(SELECT @extschema@.current_user_permitted_org_ids('billing.read'))));
+CREATE POLICY coupon_redemptions_service_role_all ON @extschema@.coupon_redemptions
+    FOR ALL TO service_role USING (true) WITH CHECK (true);
+
+REVOKE ALL ON FUNCTION @extschema@.redeem_coupon(uuid, text, text) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.redeem_coupon(uuid, text, text) TO authenticated, service_role;
+
+-- ---------------------------------------------------------------------------------------
+-- usage_records (sql/usage_records.sql, new in 0.2.0: as a fresh install has it)
+-- ---------------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@."mark_usage_record_reported"(
+	"record_id" uuid,
+	"provider_record_id" TEXT DEFAULT NULL
+) RETURNS void
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'mark_usage_record_reported_wrapper';
+
+CREATE FUNCTION @extschema@."prepare_usage_records"(
+	"month" timestamp with time zone DEFAULT NULL
+) RETURNS jsonb
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'prepare_usage_records_wrapper';
+
+-- Usage records (seed 002 §4, seed 004 §1; src/usage_records.rs): what a usage_based
+-- subscription reports to its provider for a billing period, produced from saas_core's
+-- rollups by prepare_usage_records(), which the application's billing job calls after a
+-- month closes. One row per organization, event type and month; preparing a month again
+-- refreshes what is still pending and never touches what was reported.
+
+CREATE TABLE @extschema@.usage_records (
+    id                        uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    organization_id           uuid NOT NULL REFERENCES @extschema@.organizations (id) ON DELETE CASCADE,
+    event_type                text NOT NULL,
+    -- A UTC calendar month, the bucket check_feature_access counts against: [period_start, period_end).
+    period_start              timestamptz NOT NULL,
+    period_end                timestamptz NOT NULL,
+    quantity                  numeric NOT NULL CONSTRAINT usage_records_quantity_check CHECK (quantity >= 0),
+    provider                  text CONSTRAINT usage_records_provider_check CHECK (provider IN ('stripe', 'lemon_squeezy')),
+    provider_subscription_id  text,
+    -- pending: waiting for the billing job; reported: the provider has it (its record id kept).
+    status                    text NOT NULL DEFAULT 'pending' CONSTRAINT usage_records_status_check
+                              CHECK (status IN ('pending', 'reported')),
+    reported_at               timestamptz,
+    provider_record_id        text,
+    created_at                timestamptz NOT NULL DEFAULT now(),
+    updated_at                timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT usage_records_period_key UNIQUE (organization_id, event_type, period_start),
+    CONSTRAINT usage_records_period_check CHECK (period_end > period_start),
+    CONSTRAINT usage_records_reported_check CHECK ((status = 'reported') = (reported_at IS NOT NULL))
+);
+COMMENT ON TABLE @extschema@.usage_records IS
+    'Usage a usage_based subscription reports to its provider, per organization, event type and month.';
+CREATE INDEX usage_records_pending_idx ON @extschema@.usage_records (period_start) WHERE status = 'pending';
+
+CREATE TRIGGER update_usage_records_updated_at
+    BEFORE UPDATE ON @extschema@.usage_records
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.update_updated_at_column();
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_records', '');
+
+REVOKE ALL ON @extschema@.usage_records FROM PUBLIC, anon, authenticated, service_role;
+GRANT SELECT ON @extschema@.usage_records TO authenticated;
+GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.usage_records TO service_role;
+ALTER TABLE @extschema@.usage_records ENABLE ROW LEVEL SECURITY;
+CREATE POLICY usage_records_select_billing ON @extschema@.usage_records
+    FOR SELECT TO authenticated
+    USING (organization_id = ANY (ARRAY(SELECT @extschema@.current_user_permitted_org_ids('billing.read'))));
+CREATE POLICY usage_records_service_role_all ON @extschema@.usage_records
+    FOR ALL TO service_role USING (true) WITH CHECK (true);
+
+REVOKE ALL ON FUNCTION @extschema@.prepare_usage_records(timestamptz) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.prepare_usage_records(timestamptz) TO service_role;
+REVOKE ALL ON FUNCTION @extschema@.mark_usage_record_reported(uuid, text) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.mark_usage_record_reported(uuid, text) TO service_role;
 
 -- ---------------------------------------------------------------------------------------
 -- finalize (sql/finalize.sql)

@@ -22,7 +22,16 @@ static STATUS: Statement = Statement::read(
             s.current_period_start::text, s.current_period_end::text, s.cancel_at_period_end,
             s.trial_ends_at::text, s.provider, c.billing_email,
             (SELECT p.desired_quantity FROM pending_seat_updates p
-             WHERE p.organization_id = o.id AND p.status = 'pending')
+             WHERE p.organization_id = o.id AND p.status = 'pending'),
+            (SELECT jsonb_build_object('type', m.type, 'brand', m.brand, 'last4', m.last4,
+                                       'exp_month', m.exp_month, 'exp_year', m.exp_year)::text
+             FROM payment_methods m WHERE m.organization_id = o.id AND m.is_default),
+            (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                        'id', i.id, 'number', i.number, 'amount_due', i.amount_due,
+                        'amount_remaining', i.amount_remaining, 'currency', i.currency, 'due_at', i.due_at,
+                        'hosted_invoice_url', i.hosted_invoice_url)
+                        ORDER BY i.due_at NULLS LAST, i.provider_created_at), '[]')::text
+             FROM invoices i WHERE i.organization_id = o.id AND i.status = 'open')
      FROM organizations o
      LEFT JOIN org_subscriptions s ON s.organization_id = o.id
      LEFT JOIN billing_customers c ON c.organization_id = o.id
@@ -30,10 +39,19 @@ static STATUS: Statement = Statement::read(
     &[types::UUID],
 );
 
+/// JSON our own statement built (jsonb_build_object of columns), or null.
+fn parsed(text: Option<String>) -> Value {
+    text.map(|t| {
+        serde_json::from_str(&t).unwrap_or_else(|e| crate::errors::internal("reading billing", e))
+    })
+    .unwrap_or(Value::Null)
+}
+
 /// What a billing page shows, in one call: the plan in effect and the subscription's status for
 /// every member; for those with `billing.read` (owners, admins) and the service role also the
 /// billing model, seats used / purchased / the plan's limit, the period, cancellation, trial,
-/// the billing email and a seat quantity waiting for the provider.
+/// the billing email, a seat quantity waiting for the provider, the default payment method
+/// (type, brand, last4, expiry) and the open invoices.
 #[pg_extern(stable, security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn get_billing_status(org_id: Option<Uuid>) -> RawJsonb {
@@ -66,6 +84,8 @@ fn get_billing_status(org_id: Option<Uuid>) -> RawJsonb {
                 "trial_ends_at": text(10),
                 "provider": text(11),
                 "billing_email": text(12),
+                "payment_method": parsed(row.get::<String>(14).or_fail(what)),
+                "open_invoices": parsed(row.get::<String>(15).or_fail(what)),
             })
         };
         if !access.has("billing.read") {
@@ -94,6 +114,23 @@ static START_FREE: Statement = Statement::write(
 /// Puts `org` on the free plan unless it already has a subscription.
 pub fn start_free_subscription(client: &mut SpiClient<'_>, org: Uuid) {
     spi::run(client, &START_FREE, &[org.into()], "starting the free plan");
+}
+
+static LOCK_SUBSCRIPTION: Statement = Statement::write(
+    "SELECT 1 FROM org_subscriptions WHERE organization_id = $1 FOR UPDATE",
+    &[types::UUID],
+);
+
+/// Locks `org`'s subscription row (creating the free one if needed) until the transaction
+/// ends: the organization's billing changes (seat requests, payment methods) apply in turn.
+pub fn lock_subscription(client: &mut SpiClient<'_>, org: Uuid) {
+    start_free_subscription(client, org);
+    spi::run(
+        client,
+        &LOCK_SUBSCRIPTION,
+        &[org.into()],
+        "locking the subscription",
+    );
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -25,6 +25,7 @@ use serde_json::json;
 
 use crate::auth_context;
 use crate::billing;
+use crate::billing_ledger;
 use crate::errors;
 use crate::jsonb::{self, RawJsonb};
 use crate::members::caller_access;
@@ -44,7 +45,7 @@ pgrx::extension_sql_file!(
 );
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Provider {
+pub(crate) enum Provider {
     Stripe,
     LemonSqueezy,
 }
@@ -60,7 +61,7 @@ impl Provider {
         }
     }
 
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Provider::Stripe => "stripe",
             Provider::LemonSqueezy => "lemon_squeezy",
@@ -75,6 +76,14 @@ enum Handler {
     Checkout,
     Customer,
     CustomerDeleted,
+    /// Ledger events (billing_ledger.rs).
+    Invoice,
+    PaymentMethod,
+    PaymentMethodDetached,
+    Charge,
+    PaymentIntent(billing_ledger::PaymentStatus),
+    SubscriptionPayment,
+    Order,
     Unknown,
 }
 
@@ -99,6 +108,37 @@ impl Handler {
             (Provider::Stripe, "customer.created" | "customer.updated") => Handler::Customer,
             (Provider::Stripe, "customer.deleted") => Handler::CustomerDeleted,
             (
+                Provider::Stripe,
+                "invoice.created"
+                | "invoice.updated"
+                | "invoice.finalized"
+                | "invoice.paid"
+                | "invoice.payment_succeeded"
+                | "invoice.payment_failed"
+                | "invoice.voided"
+                | "invoice.marked_uncollectible",
+            ) => Handler::Invoice,
+            (
+                Provider::Stripe,
+                "payment_method.attached"
+                | "payment_method.updated"
+                | "payment_method.automatically_updated",
+            ) => Handler::PaymentMethod,
+            (Provider::Stripe, "payment_method.detached") => Handler::PaymentMethodDetached,
+            (
+                Provider::Stripe,
+                "charge.succeeded" | "charge.failed" | "charge.pending" | "charge.refunded",
+            ) => Handler::Charge,
+            (Provider::Stripe, "payment_intent.succeeded") => {
+                Handler::PaymentIntent(billing_ledger::PaymentStatus::Succeeded)
+            }
+            (Provider::Stripe, "payment_intent.payment_failed" | "payment_intent.canceled") => {
+                Handler::PaymentIntent(billing_ledger::PaymentStatus::Failed)
+            }
+            (Provider::Stripe, "payment_intent.processing") => {
+                Handler::PaymentIntent(billing_ledger::PaymentStatus::Pending)
+            }
+            (
                 Provider::LemonSqueezy,
                 "subscription_created"
                 | "subscription_updated"
@@ -108,13 +148,21 @@ impl Handler {
                 | "subscription_paused"
                 | "subscription_unpaused",
             ) => Handler::Subscription,
+            (
+                Provider::LemonSqueezy,
+                "subscription_payment_success"
+                | "subscription_payment_failed"
+                | "subscription_payment_recovered"
+                | "subscription_payment_refunded",
+            ) => Handler::SubscriptionPayment,
+            (Provider::LemonSqueezy, "order_created" | "order_refunded") => Handler::Order,
             _ => Handler::Unknown,
         }
     }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+pub(crate) enum Outcome {
     Applied,
     Stale,
     UnknownType,
@@ -169,11 +217,11 @@ static LEMON_SQUEEZY_ENVELOPE: Statement = Statement::read(
     &[types::JSONB],
 );
 
-struct Envelope {
+pub(crate) struct Envelope {
     key: String,
-    event_type: String,
+    pub(crate) event_type: String,
     object_id: Option<String>,
-    occurred_at: Option<pgrx::datum::TimestampWithTimeZone>,
+    pub(crate) occurred_at: Option<pgrx::datum::TimestampWithTimeZone>,
 }
 
 fn read_envelope(client: &SpiClient<'_>, provider: Provider, event: RawJsonb) -> Envelope {
@@ -352,11 +400,26 @@ fn apply(
         Handler::Checkout => apply_checkout(client, event),
         Handler::Customer => apply_customer(client, envelope, event),
         Handler::CustomerDeleted => apply_customer_deleted(client, event),
+        Handler::Invoice => billing_ledger::apply_stripe_invoice(client, envelope, event),
+        Handler::PaymentMethod => {
+            billing_ledger::apply_stripe_payment_method(client, envelope, event)
+        }
+        Handler::PaymentMethodDetached => {
+            billing_ledger::apply_stripe_payment_method_detached(client, event)
+        }
+        Handler::Charge => billing_ledger::apply_stripe_charge(client, envelope, event),
+        Handler::PaymentIntent(status) => {
+            billing_ledger::apply_stripe_payment_intent(client, envelope, event, status)
+        }
+        Handler::SubscriptionPayment => {
+            billing_ledger::apply_lemon_squeezy_subscription_payment(client, envelope, event)
+        }
+        Handler::Order => billing_ledger::apply_lemon_squeezy_order(client, envelope, event),
     })
 }
 
 /// The text columns of the one row `statement` reads from the event.
-fn texts<const N: usize>(
+pub(crate) fn texts<const N: usize>(
     client: &SpiClient<'_>,
     statement: &'static Statement,
     event: RawJsonb,
@@ -382,7 +445,7 @@ static ORGANIZATION_OF: Statement = Statement::read(
     &[types::TEXT, types::TEXT, types::TEXT, types::TEXT],
 );
 
-fn organization_of(
+pub(crate) fn organization_of(
     client: &SpiClient<'_>,
     provider: Provider,
     named: Option<&str>,
@@ -604,6 +667,9 @@ fn apply_subscription(
     if let Some(customer) = customer.as_deref() {
         link_customer(client, org, provider, customer, None);
     }
+    if provider == Provider::LemonSqueezy {
+        billing_ledger::apply_lemon_squeezy_card(client, org, envelope, event);
+    }
     (Outcome::Applied, Some(org))
 }
 
@@ -650,7 +716,8 @@ fn apply_checkout(client: &mut SpiClient<'_>, event: RawJsonb) -> (Outcome, Opti
 }
 
 static CUSTOMER_IDS: Statement = Statement::read(
-    "SELECT o ->> 'id', nullif(o -> 'metadata' ->> 'organization_id', ''), o ->> 'email'
+    "SELECT o ->> 'id', nullif(o -> 'metadata' ->> 'organization_id', ''), o ->> 'email',
+            o -> 'invoice_settings' ->> 'default_payment_method'
      FROM (SELECT $1::jsonb -> 'data' -> 'object' AS o) x",
     &[types::JSONB],
 );
@@ -662,11 +729,12 @@ static CUSTOMER_STALE: Statement = Statement::write(
 );
 
 static CUSTOMER_SYNCED: Statement = Statement::write(
-    "UPDATE billing_customers SET billing_email = $2, provider_synced_at = $3 WHERE organization_id = $1",
-    &[types::UUID, types::TEXT, types::TIMESTAMPTZ],
+    "UPDATE billing_customers SET billing_email = $2, provider_synced_at = $3, default_payment_method_id = $4
+     WHERE organization_id = $1",
+    &[types::UUID, types::TEXT, types::TIMESTAMPTZ, types::TEXT],
 );
 
-fn customer_ids(client: &SpiClient<'_>, event: RawJsonb) -> [Option<String>; 3] {
+fn customer_ids(client: &SpiClient<'_>, event: RawJsonb) -> [Option<String>; 4] {
     texts(client, &CUSTOMER_IDS, event, "reading the customer")
 }
 
@@ -676,7 +744,7 @@ fn apply_customer(
     envelope: &Envelope,
     event: RawJsonb,
 ) -> (Outcome, Option<Uuid>) {
-    let [customer, named, email] = customer_ids(client, event);
+    let [customer, named, email, default_method] = customer_ids(client, event);
     let Some(customer) = customer else {
         errors::invalid_parameter("the customer has no id")
     };
@@ -707,9 +775,11 @@ fn apply_customer(
             org.into(),
             email.as_deref().into(),
             envelope.occurred_at.into(),
+            default_method.as_deref().into(),
         ],
         "applying the customer",
     );
+    billing_ledger::follow_default_payment_method(client, org);
     (Outcome::Applied, Some(org))
 }
 
@@ -721,7 +791,7 @@ static FORGET_CUSTOMER: Statement = Statement::write(
 
 /// A deleted Stripe customer no longer stands for its organization.
 fn apply_customer_deleted(client: &mut SpiClient<'_>, event: RawJsonb) -> (Outcome, Option<Uuid>) {
-    let [customer, _, _] = customer_ids(client, event);
+    let [customer, _, _, _] = customer_ids(client, event);
     let Some(customer) = customer else {
         errors::invalid_parameter("the customer has no id")
     };
@@ -739,11 +809,6 @@ fn apply_customer_deleted(client: &mut SpiClient<'_>, event: RawJsonb) -> (Outco
 // The seat outbox: at most one pending quantity per organization; a new one supersedes it.
 // The subscription row is locked first, so that two callers queueing at once (a request and a
 // removal) supersede each other in turn instead of colliding on the one pending row (23505).
-static LOCK_SEATS: Statement = Statement::write(
-    "SELECT 1 FROM org_subscriptions WHERE organization_id = $1 FOR UPDATE",
-    &[types::UUID],
-);
-
 static SUPERSEDE_SEATS: Statement = Statement::write(
     "UPDATE pending_seat_updates SET status = 'superseded', resolved_at = now()
      WHERE organization_id = $1 AND status = 'pending'",
@@ -767,7 +832,7 @@ static SEATS_ECHOED: Statement = Statement::write(
 );
 
 fn queue_seats(client: &mut SpiClient<'_>, org: Uuid, quantity: i32, reason: &str) {
-    spi::run(client, &LOCK_SEATS, &[org.into()], "queueing seats");
+    billing::lock_subscription(client, org);
     spi::run(client, &SUPERSEDE_SEATS, &[org.into()], "queueing seats");
     spi::run(
         client,

@@ -6,13 +6,16 @@
 //! `auth` → `backup` → `identity` → `organizations` → `billing` → `entitlements` →
 //! `metering` → `retention` → `recording` → `provisioning`; `organizations` → `roles` →
 //! `members` (needs `entitlements`) → `teams` → `invitations` → `audit` (needs `billing`) →
-//! `notifications`; `billing` + `entitlements` → `billing_events`; `finalize` last.
+//! `notifications`; `billing` + `entitlements` → `billing_events`; `billing` + `roles` →
+//! `billing_ledger`, `coupons`, `usage_records` (needs `metering`); `finalize` last.
 mod audit;
 mod auth_context;
 mod backup;
 mod billing;
 mod billing_events;
+mod billing_ledger;
 mod counting;
+mod coupons;
 mod entitlements;
 mod errors;
 mod identity;
@@ -34,6 +37,7 @@ mod roles;
 mod spi;
 mod teams;
 mod timestamps;
+mod usage_records;
 
 ::pgrx::pg_module_magic!(name, version);
 

@@ -40,4 +40,12 @@ SELECT line FROM (
     UNION ALL SELECT 'plan_prices ' || to_jsonb(x)::text FROM plan_prices x
     UNION ALL SELECT 'billing_events ' || to_jsonb(x)::text FROM billing_events x
     UNION ALL SELECT 'pending_seat_updates ' || to_jsonb(x)::text FROM pending_seat_updates x
+    UNION ALL SELECT 'invoices ' || to_jsonb(x)::text FROM invoices x
+    UNION ALL SELECT 'invoice_line_items ' || to_jsonb(x)::text FROM invoice_line_items x
+    UNION ALL SELECT 'payment_methods ' || to_jsonb(x)::text FROM payment_methods x
+    UNION ALL SELECT 'payment_transactions ' || to_jsonb(x)::text FROM payment_transactions x
+    UNION ALL SELECT 'coupons ' || to_jsonb(x)::text FROM coupons x
+    UNION ALL SELECT 'coupon_plans ' || to_jsonb(x)::text FROM coupon_plans x
+    UNION ALL SELECT 'coupon_redemptions ' || to_jsonb(x)::text FROM coupon_redemptions x
+    UNION ALL SELECT 'usage_records ' || to_jsonb(x)::text FROM usage_records x
 ) t ORDER BY line;

@@ -26,6 +26,9 @@ SELECT remove_member(:'org', :'u');
 SELECT update_member_role(:'org', :'u', 'superuser');
 SELECT create_team(:'org', 'Hidden', 'hidden');
 SELECT mark_notification_read(gen_random_uuid());
+-- Billing: a coupon refused, a webhook from a member.
+SELECT redeem_coupon(:'org', 'NOPE');
+SELECT apply_billing_event('stripe', '{}');
 -- A PostgreSQL error raised inside a Rust trigger (the quantity check inside the rollup path
 -- is SQL; the seat limit is Rust).
 RESET ROLE;

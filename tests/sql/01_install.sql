@@ -2,9 +2,9 @@
 -- function hardening (search_path, no PUBLIC execute), grants to the API roles, indexes.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(75);
+SELECT plan(83);
 
--- The thirty-five tables of the extension's schema (usage_events is partitioned; its monthly
+-- The forty-three tables of the extension's schema (usage_events is partitioned; its monthly
 -- partitions are created by the extension but are not members of it, see below).
 SELECT has_table('public', t, format('table public.%s exists', t))
 FROM unnest(ARRAY['users', 'organizations', 'organization_members', 'billing_customers',
@@ -15,7 +15,9 @@ FROM unnest(ARRAY['users', 'organizations', 'organization_members', 'billing_cus
                   'permissions', 'roles', 'role_permissions', 'user_roles', 'invitation_settings',
                   'invitations', 'audit_log', 'notifications', 'notification_preferences',
                   'user_preferences', 'teams', 'team_members', 'workspaces', 'workspace_members',
-                  'plans', 'plan_prices', 'billing_events', 'pending_seat_updates']) AS t;
+                  'plans', 'plan_prices', 'billing_events', 'pending_seat_updates', 'invoices',
+                  'invoice_line_items', 'payment_methods', 'payment_transactions', 'coupons', 'coupon_plans',
+                  'coupon_redemptions', 'usage_records']) AS t;
 
 -- Row level security on every table that belongs to the extension.
 CREATE TEMP VIEW ext_tables AS
@@ -25,8 +27,8 @@ JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.d
 JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'saas_core'
 WHERE c.relkind IN ('r', 'p');
 
-SELECT cmp_ok((SELECT count(*) FROM ext_tables WHERE rel::text NOT LIKE 'auth.%')::int, '=', 35,
-              'the extension owns exactly 35 tables in its schema');
+SELECT cmp_ok((SELECT count(*) FROM ext_tables WHERE rel::text NOT LIKE 'auth.%')::int, '=', 43,
+              'the extension owns exactly 43 tables in its schema');
 SELECT is_empty($$ SELECT rel::text FROM ext_tables WHERE NOT relrowsecurity $$,
                 'RLS is enabled on every table of the extension');
 SELECT ok((SELECT bool_and(relrowsecurity) FROM ext_tables WHERE rel::text IN

@@ -110,7 +110,7 @@ SELECT is(pg_temp.state(:'org_a'), 'business/active/quantity_based/12/false/pric
 SELECT is(pg_temp.apply(pg_temp.stripe_event('evt_a2b', 'customer.subscription.updated', 1767484900,
               pg_temp.subscription(:'org_a', 'sub_a', 'cus_a', 'active', 'price_gone', 1, 1767484900))) ->> 'outcome',
           'stale', 'an older event is stale even when its price is no longer known');
-SELECT is(pg_temp.apply(pg_temp.stripe_event('evt_a4', 'invoice.voided', 1767830500, :'event_fixture'::jsonb -> 'data' -> 'object')) ->> 'outcome',
+SELECT is(pg_temp.apply(pg_temp.stripe_event('evt_a4', 'radar.early_fraud_warning.created', 1767830500, :'event_fixture'::jsonb -> 'data' -> 'object')) ->> 'outcome',
           'unknown_type', 'an unhandled type is logged and ignored');
 
 -- ================================================================ unmapped, then mapped by checkout
@@ -252,7 +252,8 @@ SELECT set_config('request.jwt.claims', format('{"sub":"%s","role":"authenticate
 SELECT is(get_billing_status(:'seats_org') - '{organization_id,current_period_start,current_period_end}'::text[],
           '{"plan": "business", "seats": {"used": 2, "plan_limit": 50, "purchased": 3, "pending_quantity": 2},
             "status": "active", "provider": "stripe", "billing_type": "quantity_based", "billing_email": null,
-            "trial_ends_at": null, "subscription_plan": "business", "cancel_at_period_end": false}'::jsonb,
+            "trial_ends_at": null, "subscription_plan": "business", "cancel_at_period_end": false,
+            "payment_method": null, "open_invoices": []}'::jsonb,
           'the owner sees plan, status, seats used / purchased / plan limit / pending, and the rest');
 SELECT set_config('request.jwt.claims', '{"sub":"00000000-0000-4000-8000-000000001412","role":"authenticated"}', true);
 SELECT is(get_billing_status(:'seats_org') - 'organization_id', '{"plan": "business", "status": "active"}'::jsonb,

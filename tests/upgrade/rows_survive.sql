@@ -21,15 +21,15 @@ SELECT is(extversion, '0.2.0', 'the extension is at 0.2.0') FROM pg_extension WH
 SELECT set_eq($$ SELECT to_jsonb(x) - '{phone_confirmed_at,is_anonymous,deleted_at}'::text[] FROM auth.users x $$,
               $$ SELECT to_jsonb(x) - '{phone_confirmed_at,is_anonymous,deleted_at}'::text[] FROM upgrade_snapshot.auth_users x $$,
               'auth.users: every account kept as it was');
-SELECT set_eq($$ SELECT to_jsonb(x) - 'provider_synced_at' FROM billing_customers x $$,
+SELECT set_eq($$ SELECT to_jsonb(x) - '{provider_synced_at,default_payment_method_id}'::text[] FROM billing_customers x $$,
               'SELECT to_jsonb(x) FROM upgrade_snapshot.billing_customers x',
               'billing_customers: every row kept as it was');
 SELECT set_eq($$ SELECT to_jsonb(x) - 'provider_synced_at' FROM org_subscriptions x $$,
               'SELECT to_jsonb(x) FROM upgrade_snapshot.org_subscriptions x',
               'org_subscriptions: every row kept as it was');
-SELECT is_empty($$ SELECT 1 FROM billing_customers WHERE provider_synced_at IS NOT NULL
+SELECT is_empty($$ SELECT 1 FROM billing_customers WHERE provider_synced_at IS NOT NULL OR default_payment_method_id IS NOT NULL
                    UNION ALL SELECT 1 FROM org_subscriptions WHERE provider_synced_at IS NOT NULL $$,
-                'provider_synced_at (0.2.0) starts empty: no provider event was applied yet');
+                'provider_synced_at and default_payment_method_id (0.2.0) start empty: no provider event was applied yet');
 SELECT set_eq('SELECT key FROM plans', ARRAY['free', 'pro', 'business', 'enterprise'],
               'the four plans of 0.1.0''s CHECK lists are rows');
 SELECT set_eq('SELECT to_jsonb(x) FROM feature_definitions x', 'SELECT to_jsonb(x) FROM upgrade_snapshot.feature_definitions x',
