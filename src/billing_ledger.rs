@@ -39,6 +39,32 @@ impl PaymentStatus {
     }
 }
 
+/// The organization an event's object belongs to; `statement` reads from the event the
+/// organization its metadata names, the customer id and the subscription id, in that order.
+fn organization_for(
+    client: &SpiClient<'_>,
+    provider: Provider,
+    statement: &'static Statement,
+    event: RawJsonb,
+) -> Option<Uuid> {
+    let [named, customer, subscription] =
+        texts(client, statement, event, "finding the organization");
+    organization_of(
+        client,
+        provider,
+        named.as_deref(),
+        customer.as_deref(),
+        subscription.as_deref(),
+    )
+}
+
+// A Stripe object's metadata and customer (payment methods, charges, payment intents).
+static STRIPE_OBJECT_IDS: Statement = Statement::read(
+    "SELECT nullif(o -> 'metadata' ->> 'organization_id', ''), o ->> 'customer', NULL::text
+     FROM (SELECT $1::jsonb -> 'data' -> 'object' AS o) x",
+    &[types::JSONB],
+);
+
 /// The outcome of an upsert that returns the row's id when it applied.
 fn applied_or_stale(id: Option<Uuid>, org: Uuid) -> (Outcome, Option<Uuid>) {
     match id {
@@ -50,10 +76,10 @@ fn applied_or_stale(id: Option<Uuid>, org: Uuid) -> (Outcome, Option<Uuid>) {
 // ------------------------------------------------------------------ invoices
 
 static STRIPE_INVOICE_IDS: Statement = Statement::read(
-    "SELECT o ->> 'customer', coalesce(o ->> 'subscription', o -> 'parent' -> 'subscription_details' ->> 'subscription'),
-            coalesce(nullif(o -> 'metadata' ->> 'organization_id', ''),
+    "SELECT coalesce(nullif(o -> 'metadata' ->> 'organization_id', ''),
                      nullif(o -> 'parent' -> 'subscription_details' -> 'metadata' ->> 'organization_id', ''),
-                     nullif(o -> 'subscription_details' -> 'metadata' ->> 'organization_id', ''))
+                     nullif(o -> 'subscription_details' -> 'metadata' ->> 'organization_id', '')),
+            o ->> 'customer', coalesce(o ->> 'subscription', o -> 'parent' -> 'subscription_details' ->> 'subscription')
      FROM (SELECT $1::jsonb -> 'data' -> 'object' AS o) x",
     &[types::JSONB],
 );
@@ -127,14 +153,7 @@ pub(crate) fn apply_stripe_invoice(
     event: RawJsonb,
 ) -> (Outcome, Option<Uuid>) {
     let what = "applying the invoice";
-    let [customer, subscription, named] = texts(client, &STRIPE_INVOICE_IDS, event, what);
-    let Some(org) = organization_of(
-        client,
-        Provider::Stripe,
-        named.as_deref(),
-        customer.as_deref(),
-        subscription.as_deref(),
-    ) else {
+    let Some(org) = organization_for(client, Provider::Stripe, &STRIPE_INVOICE_IDS, event) else {
         return (Outcome::Unmapped, None);
     };
     let id = spi::one_mut::<Uuid>(
@@ -156,12 +175,6 @@ pub(crate) fn apply_stripe_invoice(
 }
 
 // ------------------------------------------------------------------ payment methods
-
-static STRIPE_PAYMENT_METHOD_IDS: Statement = Statement::read(
-    "SELECT o ->> 'customer', nullif(o -> 'metadata' ->> 'organization_id', '')
-     FROM (SELECT $1::jsonb -> 'data' -> 'object' AS o) x",
-    &[types::JSONB],
-);
 
 static UPSERT_STRIPE_PAYMENT_METHOD: Statement = Statement::write(
     "INSERT INTO payment_methods AS m (organization_id, provider, provider_payment_method_id, type, brand, last4,
@@ -212,14 +225,7 @@ pub(crate) fn apply_stripe_payment_method(
     event: RawJsonb,
 ) -> (Outcome, Option<Uuid>) {
     let what = "applying the payment method";
-    let [customer, named] = texts(client, &STRIPE_PAYMENT_METHOD_IDS, event, what);
-    let Some(org) = organization_of(
-        client,
-        Provider::Stripe,
-        named.as_deref(),
-        customer.as_deref(),
-        None,
-    ) else {
+    let Some(org) = organization_for(client, Provider::Stripe, &STRIPE_OBJECT_IDS, event) else {
         return (Outcome::Unmapped, None);
     };
     // Two methods attached at once to an organization without one: the second waits, then
@@ -313,12 +319,6 @@ macro_rules! newer_payment {
     };
 }
 
-static STRIPE_PAYMENT_IDS: Statement = Statement::read(
-    "SELECT o ->> 'customer', nullif(o -> 'metadata' ->> 'organization_id', '')
-     FROM (SELECT $1::jsonb -> 'data' -> 'object' AS o) x",
-    &[types::JSONB],
-);
-
 // A charge: its payment intent's row when it has one (so charge.* and payment_intent.* events
 // update one payment), else its own.
 static UPSERT_STRIPE_CHARGE: Statement = Statement::write(concat!(
@@ -368,24 +368,13 @@ static UPSERT_STRIPE_PAYMENT_INTENT: Statement = Statement::write(concat!(
     " RETURNING id"
 ), &[types::UUID, types::TIMESTAMPTZ, types::JSONB, types::TEXT]);
 
-fn stripe_payment_org(client: &SpiClient<'_>, event: RawJsonb) -> Option<Uuid> {
-    let [customer, named] = texts(client, &STRIPE_PAYMENT_IDS, event, "reading the payment");
-    organization_of(
-        client,
-        Provider::Stripe,
-        named.as_deref(),
-        customer.as_deref(),
-        None,
-    )
-}
-
 /// A Stripe charge succeeded, failed, pending or refunded (fully or in part).
 pub(crate) fn apply_stripe_charge(
     client: &mut SpiClient<'_>,
     envelope: &Envelope,
     event: RawJsonb,
 ) -> (Outcome, Option<Uuid>) {
-    let Some(org) = stripe_payment_org(client, event) else {
+    let Some(org) = organization_for(client, Provider::Stripe, &STRIPE_OBJECT_IDS, event) else {
         return (Outcome::Unmapped, None);
     };
     let id = spi::one_mut::<Uuid>(
@@ -404,7 +393,7 @@ pub(crate) fn apply_stripe_payment_intent(
     event: RawJsonb,
     status: PaymentStatus,
 ) -> (Outcome, Option<Uuid>) {
-    let Some(org) = stripe_payment_org(client, event) else {
+    let Some(org) = organization_for(client, Provider::Stripe, &STRIPE_OBJECT_IDS, event) else {
         return (Outcome::Unmapped, None);
     };
     let id = spi::one_mut::<Uuid>(
@@ -424,27 +413,11 @@ pub(crate) fn apply_stripe_payment_intent(
 // ------------------------------------------------------------------ Lemon Squeezy payments
 
 static LEMON_SQUEEZY_PAYMENT_IDS: Statement = Statement::read(
-    "SELECT e -> 'data' -> 'attributes' ->> 'customer_id', e -> 'data' -> 'attributes' ->> 'subscription_id',
-            nullif(e -> 'meta' -> 'custom_data' ->> 'organization_id', '')
+    "SELECT nullif(e -> 'meta' -> 'custom_data' ->> 'organization_id', ''),
+            e -> 'data' -> 'attributes' ->> 'customer_id', e -> 'data' -> 'attributes' ->> 'subscription_id'
      FROM (SELECT $1::jsonb AS e) x",
     &[types::JSONB],
 );
-
-fn lemon_squeezy_org(client: &SpiClient<'_>, event: RawJsonb) -> Option<Uuid> {
-    let [customer, subscription, named] = texts(
-        client,
-        &LEMON_SQUEEZY_PAYMENT_IDS,
-        event,
-        "reading the payment",
-    );
-    organization_of(
-        client,
-        Provider::LemonSqueezy,
-        named.as_deref(),
-        customer.as_deref(),
-        subscription.as_deref(),
-    )
-}
 
 // A subscription invoice (subscription_payment_*): Lemon Squeezy's statuses pending, paid,
 // void, refunded and partial_refund map onto Stripe's (a refunded invoice was paid).
@@ -530,7 +503,12 @@ pub(crate) fn apply_lemon_squeezy_subscription_payment(
     envelope: &Envelope,
     event: RawJsonb,
 ) -> (Outcome, Option<Uuid>) {
-    let Some(org) = lemon_squeezy_org(client, event) else {
+    let Some(org) = organization_for(
+        client,
+        Provider::LemonSqueezy,
+        &LEMON_SQUEEZY_PAYMENT_IDS,
+        event,
+    ) else {
         return (Outcome::Unmapped, None);
     };
     let status = match envelope.event_type.as_str() {
@@ -557,7 +535,12 @@ pub(crate) fn apply_lemon_squeezy_order(
     envelope: &Envelope,
     event: RawJsonb,
 ) -> (Outcome, Option<Uuid>) {
-    let Some(org) = lemon_squeezy_org(client, event) else {
+    let Some(org) = organization_for(
+        client,
+        Provider::LemonSqueezy,
+        &LEMON_SQUEEZY_PAYMENT_IDS,
+        event,
+    ) else {
         return (Outcome::Unmapped, None);
     };
     let payment = lemon_squeezy_payment(client, org, envelope, event, None, "order");
