@@ -4,7 +4,7 @@
 -- coupons (validity, plans, once per organization, the cap); usage records from the rollups.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(117);
+SELECT plan(121);
 \ir include/callers.psql
 
 \set o '00000000-0000-4000-8000-000000001501'
@@ -34,11 +34,14 @@ SELECT create_organization('Ledger A', 'business', 'ledger-15-a') AS org_a \gset
 SELECT create_organization('Ledger C', 'business', 'ledger-15-c') AS org_c \gset
 SELECT create_organization('Ledger LS', 'business', 'ledger-15-ls') AS org_ls \gset
 SELECT create_organization('Ledger U', 'business', 'ledger-15-u') AS org_u \gset
+SELECT create_organization('Replay 1', 'business', 'ledger-15-r1') AS r1 \gset
+SELECT create_organization('Replay 2', 'business', 'ledger-15-r2') AS r2 \gset
 SELECT pg_temp.act_as(:'p');
 SELECT create_organization('Ledger B', 'business', 'ledger-15-b') AS org_b \gset
 RESET ROLE;
 INSERT INTO plan_prices (provider, provider_price_id, plan, billing_interval, amount, currency) VALUES
     ('stripe', 'price_ledger_pro', 'pro', 'month', 2000, 'usd'),
+    ('stripe', 'price_ledger_business', 'business', 'year', 60000, 'usd'),
     ('lemon_squeezy', '1', 'pro', 'month', 999, 'usd');
 
 CREATE FUNCTION pg_temp.stripe_event(id text, type text, created bigint, object jsonb) RETURNS jsonb
@@ -53,7 +56,7 @@ $$;
 -- line's parent, price under pricing), for a customer, with a status, amounts and one line.
 CREATE FUNCTION pg_temp.invoice(id text, customer text, status text, due bigint, paid bigint, created bigint,
                                 proration boolean DEFAULT true) RETURNS jsonb LANGUAGE sql AS $$
-    SELECT jsonb_set(jsonb_set(jsonb_set(jsonb_set(jsonb_set(
+    SELECT jsonb_set(jsonb_set(jsonb_set(jsonb_set(jsonb_set(jsonb_set(
            (SELECT body FROM fixture WHERE name = 'invoice') || jsonb_build_object(
                'id', id, 'customer', customer, 'status', status, 'number', upper(id), 'created', created,
                'amount_due', due, 'amount_paid', paid, 'amount_remaining', due - paid, 'total', due,
@@ -66,7 +69,8 @@ CREATE FUNCTION pg_temp.invoice(id text, customer text, status text, due bigint,
            '{lines,data,0,invoice}', to_jsonb(id)),
            '{lines,data,0,pricing}', jsonb_build_object('type', 'price_details',
                                                         'price_details', jsonb_build_object('price', 'price_ledger_pro'))),
-           '{lines,data,0,parent,invoice_item_details,proration}', to_jsonb(proration))
+           '{lines,data,0,parent,invoice_item_details,proration}', to_jsonb(proration)),
+           '{lines,data,0,parent,subscription_item_details,proration}', to_jsonb(proration))
 $$;
 CREATE FUNCTION pg_temp.card(id text, customer text, last4 text, exp_year int DEFAULT 2030) RETURNS jsonb LANGUAGE sql AS $$
     SELECT jsonb_set(jsonb_set((SELECT body FROM fixture WHERE name = 'pm') || jsonb_build_object('id', id, 'customer', customer),
@@ -346,6 +350,86 @@ SELECT throws_ok(format($$ SELECT redeem_coupon(%L, 'LAUNCH') $$, :'org_ls'), '5
 SELECT is((SELECT count(*)::int FROM coupon_redemptions WHERE organization_id = :'org_c'), 2, 'the owner sees the redemptions');
 SELECT pg_temp.act_as(:'p');
 SELECT is((SELECT count(*)::int FROM coupon_redemptions), 0, 'an outsider sees none');
+
+-- ================================================================ a subscription's whole life, shuffled
+-- Trial, its invoice, active and paid, an upgrade with a proration invoice, a failed renewal
+-- (past_due, open invoice, failed payment), recovered, cancel at period end, deleted: once in
+-- order, once shuffled with every event delivered twice. Stripe retries what was unmapped (a
+-- payment delivered before anything linked its customer): so does the replay, once at the end.
+CREATE FUNCTION pg_temp.ledger_life(org uuid, tag text) RETURNS TABLE (n int, event jsonb) LANGUAGE sql AS $$
+    SELECT s.n, pg_temp.stripe_event(format('evt_%s_%s', tag, s.n),
+               CASE s.status WHEN 'canceled' THEN 'customer.subscription.deleted'
+                             ELSE CASE s.n WHEN 2 THEN 'customer.subscription.created' ELSE 'customer.subscription.updated' END END,
+               s.at, jsonb_build_object('id', 'sub_' || tag, 'object', 'subscription', 'customer', 'cus_' || tag,
+                   'status', s.status, 'cancel_at_period_end', s.cancel,
+                   'metadata', jsonb_build_object('organization_id', org),
+                   'items', jsonb_build_object('data', jsonb_build_array(jsonb_build_object(
+                       'price', jsonb_build_object('id', s.price), 'quantity', s.quantity,
+                       'current_period_start', s.at, 'current_period_end', s.at + 30 * 86400)))))
+    FROM (VALUES (2, 1767225600, 'trialing', 'price_ledger_pro', 1, false),
+                 (4, 1768435200, 'active', 'price_ledger_pro', 1, false),
+                 (6, 1768953600, 'active', 'price_ledger_business', 8, false),
+                 (8, 1771545600, 'past_due', 'price_ledger_business', 8, false),
+                 (12, 1771718700, 'active', 'price_ledger_business', 8, false),
+                 (13, 1772409600, 'active', 'price_ledger_business', 8, true),
+                 (14, 1775001600, 'canceled', 'price_ledger_business', 8, true)) s (n, at, status, price, quantity, cancel)
+    UNION ALL
+    SELECT i.n, pg_temp.stripe_event(format('evt_%s_%s', tag, i.n), i.type, i.at,
+               pg_temp.invoice(format('in_%s_%s', tag, i.invoice), 'cus_' || tag, i.status, i.due, i.paid, i.at, i.proration)
+               || jsonb_build_object('parent', jsonb_build_object('type', 'subscription_details',
+                      'subscription_details', jsonb_build_object('subscription', 'sub_' || tag,
+                                                                 'metadata', jsonb_build_object('organization_id', org)))))
+    FROM (VALUES (3, 1767225700, 'invoice.paid', 1, 'paid', 0, 0, false),
+                 (5, 1768435300, 'invoice.paid', 2, 'paid', 2000, 2000, false),
+                 (7, 1768953700, 'invoice.paid', 3, 'paid', 52000, 52000, true),
+                 (9, 1771545700, 'invoice.payment_failed', 4, 'open', 60000, 0, false),
+                 (11, 1771718600, 'invoice.paid', 4, 'paid', 60000, 60000, false)) i (n, at, type, invoice, status, due, paid, proration)
+    UNION ALL
+    SELECT p.n, pg_temp.stripe_event(format('evt_%s_%s', tag, p.n), p.type, p.at,
+               (SELECT body FROM fixture WHERE name = 'pi')
+               || jsonb_build_object('id', format('pi_%s_%s', tag, p.invoice), 'customer', 'cus_' || tag, 'amount', p.amount,
+                                     'status', p.status))
+    FROM (VALUES (15, 1768435400, 'payment_intent.succeeded', 2, 2000, 'succeeded'),
+                 (10, 1771545800, 'payment_intent.payment_failed', 4, 60000, 'requires_payment_method'),
+                 (16, 1771718650, 'payment_intent.succeeded', 4, 60000, 'succeeded')) p (n, at, type, invoice, amount, status)
+$$;
+CREATE FUNCTION pg_temp.ledger_state(org uuid, tag text) RETURNS text LANGUAGE sql AS $$
+    SELECT replace(concat_ws(' | ',
+        (SELECT concat_ws('/', plan, status, seats, cancel_at_period_end) FROM org_subscriptions WHERE organization_id = org),
+        (SELECT string_agg(concat_ws('/', i.provider_invoice_id, i.status, i.amount_paid,
+                                     (SELECT count(*) FROM invoice_line_items l WHERE l.invoice_id = i.id AND l.proration)),
+                           ',' ORDER BY i.provider_invoice_id)
+         FROM invoices i WHERE i.organization_id = org),
+        (SELECT string_agg(concat_ws('/', provider_transaction_id, status, amount), ',' ORDER BY provider_transaction_id)
+         FROM payment_transactions WHERE organization_id = org)), tag, 'T')
+$$;
+SELECT pg_temp.as_service();
+-- Deliveries one after another, in the order given (a loop, not a set: mapping depends on it),
+-- then the provider's retry of what was not applied.
+CREATE FUNCTION pg_temp.replay(org uuid, tag text, shuffled boolean) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    e jsonb;
+BEGIN
+    FOR e IN SELECT l.event FROM pg_temp.ledger_life(org, tag) l, generate_series(1, CASE WHEN shuffled THEN 2 ELSE 1 END) copy
+             ORDER BY CASE WHEN shuffled THEN md5(l.n::text || copy::text) ELSE lpad(l.n::text, 3, '0') END LOOP
+        PERFORM pg_temp.apply(e);
+    END LOOP;
+    FOR e IN SELECT l.event FROM pg_temp.ledger_life(org, tag) l
+             JOIN billing_events b ON b.event_key = l.event ->> 'id' AND b.outcome IN ('unmapped', 'failed') LOOP
+        PERFORM pg_temp.apply(e);
+    END LOOP;
+END $$;
+SELECT pg_temp.replay(:'r1', 'r1', false);
+SELECT pg_temp.replay(:'r2', 'r2', true);
+SELECT is((SELECT count(*)::int FROM billing_events WHERE event_key LIKE 'evt_r1_%' AND outcome IN ('unmapped', 'failed')), 0,
+          'in order, every event is applied (or stale) at its first delivery');
+SELECT is(pg_temp.ledger_state(:'r2', 'r2'), pg_temp.ledger_state(:'r1', 'r1'),
+          'a shuffled, duplicated replay of invoices, payments and the subscription ends where the ordered one does');
+SELECT is(pg_temp.ledger_state(:'r1', 'r1'),
+          'business/canceled/8/t | in_T_1/paid/0/0,in_T_2/paid/2000/0,in_T_3/paid/52000/1,in_T_4/paid/60000/0'
+          || ' | pi_T_2/succeeded/2000,pi_T_4/succeeded/60000',
+          'the right state: deleted, every invoice paid (one with a proration line), the failed payment recovered');
+SELECT is(org_effective_plan(:'r1'), 'free', 'and the organization back on the free plan');
 
 -- ================================================================ usage records
 SELECT pg_temp.as_service();
