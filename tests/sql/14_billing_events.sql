@@ -4,7 +4,7 @@
 -- shuffled, duplicated replay of a subscription's life ending where the ordered one does.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(59);
+SELECT plan(61);
 
 \set o '00000000-0000-4000-8000-000000001401'
 \set p '00000000-0000-4000-8000-000000001402'
@@ -206,6 +206,13 @@ SELECT is(apply_billing_event('lemon_squeezy',
                         '{data,attributes,updated_at}', '"2021-09-01T00:00:00Z"')) ->> 'outcome',
           'applied', 'subscription_cancelled maps through the subscription already known');
 SELECT is(pg_temp.state(:'r3'), 'pro/active/usage_based/5/true/77/2022-11-12', 'cancelled: active until the period ends');
+SELECT is(apply_billing_event('lemon_squeezy',
+              jsonb_set(jsonb_set(jsonb_set(jsonb_set(:'ls_fixture'::jsonb, '{meta,event_name}', '"subscription_expired"'),
+                        '{data,attributes,variant_id}', '77'), '{data,attributes,status}', '"expired"'),
+                        '{data,attributes,updated_at}', '"2022-11-12T00:00:00Z"')) ->> 'outcome',
+          'applied', 'subscription_expired is applied');
+SELECT is(pg_temp.state(:'r3') || '/' || org_effective_plan(:'r3'), 'pro/canceled/usage_based/5/false/77/2022-11-12/free',
+          'expired: canceled, and the organization falls back to free');
 
 -- ================================================================ quantity-based seats
 RESET ROLE;

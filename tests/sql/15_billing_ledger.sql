@@ -352,11 +352,16 @@ SELECT pg_temp.act_as(:'p');
 SELECT is((SELECT count(*)::int FROM coupon_redemptions), 0, 'an outsider sees none');
 
 -- ================================================================ a subscription's whole life, shuffled
--- Trial, its invoice, active and paid, an upgrade with a proration invoice, a failed renewal
+-- Checkout, trial, its invoice, active and paid, an upgrade with a proration invoice, a failed renewal
 -- (past_due, open invoice, failed payment), recovered, cancel at period end, deleted: once in
 -- order, once shuffled with every event delivered twice. Stripe retries what was unmapped (a
 -- payment delivered before anything linked its customer): so does the replay, once at the end.
 CREATE FUNCTION pg_temp.ledger_life(org uuid, tag text) RETURNS TABLE (n int, event jsonb) LANGUAGE sql AS $$
+    SELECT 1, pg_temp.stripe_event(format('evt_%s_1', tag), 'checkout.session.completed', 1767225500,
+               jsonb_build_object('id', 'cs_' || tag, 'object', 'checkout.session', 'mode', 'subscription',
+                                  'client_reference_id', org, 'customer', 'cus_' || tag, 'subscription', 'sub_' || tag,
+                                  'customer_details', jsonb_build_object('email', tag || '@billing.example')))
+    UNION ALL
     SELECT s.n, pg_temp.stripe_event(format('evt_%s_%s', tag, s.n),
                CASE s.status WHEN 'canceled' THEN 'customer.subscription.deleted'
                              ELSE CASE s.n WHEN 2 THEN 'customer.subscription.created' ELSE 'customer.subscription.updated' END END,
