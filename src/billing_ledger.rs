@@ -474,13 +474,29 @@ static UPSERT_LEMON_SQUEEZY_PAYMENT: Statement = Statement::write(concat!(
     " RETURNING id"
 ), &[types::UUID, types::TIMESTAMPTZ, types::JSONB, types::TEXT, types::TEXT]);
 
+/// What a Lemon Squeezy payment belongs to; its row is keyed "<kind>:<id>".
+#[derive(Clone, Copy)]
+enum LemonSqueezyPayment {
+    SubscriptionInvoice,
+    Order,
+}
+
+impl LemonSqueezyPayment {
+    fn as_str(self) -> &'static str {
+        match self {
+            LemonSqueezyPayment::SubscriptionInvoice => "subscription_invoice",
+            LemonSqueezyPayment::Order => "order",
+        }
+    }
+}
+
 fn lemon_squeezy_payment(
     client: &mut SpiClient<'_>,
     org: Uuid,
     envelope: &Envelope,
     event: RawJsonb,
     status: Option<PaymentStatus>,
-    kind: &str,
+    kind: LemonSqueezyPayment,
 ) -> Option<Uuid> {
     spi::one_mut::<Uuid>(
         client,
@@ -490,7 +506,7 @@ fn lemon_squeezy_payment(
             envelope.occurred_at.into(),
             event.into(),
             status.map(PaymentStatus::as_str).into(),
-            kind.into(),
+            kind.as_str().into(),
         ],
         "applying the payment",
     )
@@ -524,8 +540,14 @@ pub(crate) fn apply_lemon_squeezy_subscription_payment(
         &[org.into(), envelope.occurred_at.into(), event.into()],
         "applying the subscription invoice",
     );
-    let payment =
-        lemon_squeezy_payment(client, org, envelope, event, status, "subscription_invoice");
+    let payment = lemon_squeezy_payment(
+        client,
+        org,
+        envelope,
+        event,
+        status,
+        LemonSqueezyPayment::SubscriptionInvoice,
+    );
     applied_or_stale(invoice.or(payment), org)
 }
 
@@ -543,7 +565,14 @@ pub(crate) fn apply_lemon_squeezy_order(
     ) else {
         return (Outcome::Unmapped, None);
     };
-    let payment = lemon_squeezy_payment(client, org, envelope, event, None, "order");
+    let payment = lemon_squeezy_payment(
+        client,
+        org,
+        envelope,
+        event,
+        None,
+        LemonSqueezyPayment::Order,
+    );
     applied_or_stale(payment, org)
 }
 
