@@ -426,7 +426,10 @@ BEGIN
 END $$;
 SELECT pg_temp.replay(:'r1', 'r1', false);
 SELECT pg_temp.replay(:'r2', 'r2', true);
-SELECT is((SELECT count(*)::int FROM billing_events WHERE event_key LIKE 'evt_r1_%' AND outcome IN ('unmapped', 'failed')), 0,
+-- attempts counts deliveries that were tried again: the retry pass would hide an unmapped
+-- first delivery from the outcome alone.
+SELECT is((SELECT count(*)::int FROM billing_events WHERE event_key LIKE 'evt_r1_%'
+           AND (attempts > 1 OR outcome IN ('unmapped', 'failed'))), 0,
           'in order, every event is applied (or stale) at its first delivery');
 SELECT is(pg_temp.ledger_state(:'r2', 'r2'), pg_temp.ledger_state(:'r1', 'r1'),
           'a shuffled, duplicated replay of invoices, payments and the subscription ends where the ordered one does');
