@@ -72,23 +72,13 @@ CREATE TRIGGER hand_over_organizations
     BEFORE DELETE ON @extschema@.users
     FOR EACH ROW EXECUTE FUNCTION @extschema@.hand_over_organizations();
 
--- Policy helpers. SECURITY DEFINER so that a policy on organization_members can ask about
--- memberships without recursing into its own policy; each returns only the caller's own rows.
--- PL/pgSQL, not SQL: a SECURITY DEFINER SQL function is planned again on every call, and
--- every RLS read runs it once.
+-- The caller's organizations, read straight from organization_members' index on user_id
+-- (src/caller_organizations.rs): no policy recursion, no SECURITY DEFINER switch, no query
+-- to plan, for the one call every RLS statement makes.
 CREATE FUNCTION @extschema@.current_user_org_ids(roles text[] DEFAULT NULL)
 RETURNS SETOF uuid
-LANGUAGE plpgsql STABLE SECURITY DEFINER ROWS 10
-SET search_path = pg_catalog, @extschema@, pg_temp
-AS $$
-BEGIN
-    RETURN QUERY
-    SELECT m.organization_id
-    FROM @extschema@.organization_members m
-    WHERE m.user_id = auth.uid()
-      AND (roles IS NULL OR m.role = ANY (roles));
-END
-$$;
+LANGUAGE c STABLE ROWS 10
+AS 'MODULE_PATHNAME', 'current_user_org_ids_wrapper';
 COMMENT ON FUNCTION @extschema@.current_user_org_ids(text[]) IS
     'Organizations the caller (auth.uid()) belongs to, optionally only those where their role is one of roles.';
 REVOKE ALL ON FUNCTION @extschema@.current_user_org_ids(text[]) FROM PUBLIC, anon, authenticated, service_role;

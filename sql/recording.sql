@@ -77,7 +77,7 @@ CREATE TRIGGER check_usage_event_time
 
 -- A direct INSERT carrying an idempotency key already used in its organization is skipped
 -- (INSERT 0 0), as record_usage would answer "duplicate". record_usage claims its key first,
--- for the event id it is about to write.
+-- for the event id it is about to write, and the WHEN clause lets that event pass untouched.
 CREATE FUNCTION @extschema@.deduplicate_usage_event()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
@@ -101,7 +101,7 @@ $$;
 
 CREATE TRIGGER deduplicate_usage_event
     BEFORE INSERT ON @extschema@.usage_events
-    FOR EACH ROW WHEN (NEW.idempotency_key IS NOT NULL)
+    FOR EACH ROW WHEN (NEW.idempotency_key IS NOT NULL AND NOT @extschema@.usage_event_key_claimed(NEW.id))
     EXECUTE FUNCTION @extschema@.deduplicate_usage_event();
 
 -- Members inserting directly meet the limits record_usage enforces, before the row is
@@ -137,6 +137,8 @@ REVOKE ALL ON FUNCTION @extschema@.enforce_member_usage_limits() FROM PUBLIC, an
 REVOKE ALL ON FUNCTION @extschema@.start_member_usage_tally() FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.usage_writer_is_trusted() FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION @extschema@.usage_writer_is_trusted() TO authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.usage_event_key_claimed(uuid) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.usage_event_key_claimed(uuid) TO authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.record_usage(uuid, text, numeric, text, timestamptz, jsonb, uuid)
     FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION @extschema@.record_usage(uuid, text, numeric, text, timestamptz, jsonb, uuid)

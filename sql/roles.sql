@@ -107,7 +107,8 @@ COMMENT ON FUNCTION @extschema@.has_platform_permission(text) IS
 -- Organizations where the caller's role grants permission, or every organization when an
 -- unexpired platform role does: the one answer has_permission and the policies share. One set
 -- (not an OR of two policies) keeps "organization_id IN (...)" an index semi-join.
--- PL/pgSQL for the same reason as current_user_org_ids: planned once per backend.
+-- PL/pgSQL, not SQL: a SECURITY DEFINER SQL function is planned again on every call, and
+-- every RLS read of these tables runs it once; PL/pgSQL plans once per backend.
 CREATE FUNCTION @extschema@.current_user_permitted_org_ids(permission text)
 RETURNS SETOF uuid
 LANGUAGE plpgsql STABLE SECURITY DEFINER ROWS 10

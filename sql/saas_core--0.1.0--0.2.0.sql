@@ -211,6 +211,11 @@ STRICT STABLE PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'usage_writer_is_trusted_wrapper';
 
+CREATE FUNCTION @extschema@."usage_event_key_claimed"("event_id" uuid) RETURNS bool
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'usage_event_key_claimed_wrapper';
+
 CREATE FUNCTION @extschema@."enforce_member_usage_limits"() RETURNS TRIGGER
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'enforce_member_usage_limits_wrapper';
@@ -391,21 +396,13 @@ CREATE TRIGGER hand_over_organizations
     BEFORE DELETE ON @extschema@.users
     FOR EACH ROW EXECUTE FUNCTION @extschema@.hand_over_organizations();
 
--- PL/pgSQL, not SQL: a SECURITY DEFINER SQL function is planned again on every call, and
--- every RLS read runs it once.
+-- The caller's organizations, read straight from organization_members' index on user_id
+-- (src/caller_organizations.rs): no policy recursion, no SECURITY DEFINER switch, no query
+-- to plan, for the one call every RLS statement makes.
 CREATE OR REPLACE FUNCTION @extschema@.current_user_org_ids(roles text[] DEFAULT NULL)
 RETURNS SETOF uuid
-LANGUAGE plpgsql STABLE SECURITY DEFINER ROWS 10
-SET search_path = pg_catalog, @extschema@, pg_temp
-AS $$
-BEGIN
-    RETURN QUERY
-    SELECT m.organization_id
-    FROM @extschema@.organization_members m
-    WHERE m.user_id = auth.uid()
-      AND (roles IS NULL OR m.role = ANY (roles));
-END
-$$;
+LANGUAGE c STABLE ROWS 10
+AS 'MODULE_PATHNAME', 'current_user_org_ids_wrapper';
 
 ALTER POLICY organizations_select_member ON @extschema@.organizations
     USING (id IN (SELECT @extschema@.current_user_org_ids()));
@@ -1025,7 +1022,7 @@ CREATE TRIGGER check_usage_event_time
 
 -- A direct INSERT carrying an idempotency key already used in its organization is skipped
 -- (INSERT 0 0), as record_usage would answer "duplicate". record_usage claims its key first,
--- for the event id it is about to write.
+-- for the event id it is about to write, and the WHEN clause lets that event pass untouched.
 CREATE FUNCTION @extschema@.deduplicate_usage_event()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
@@ -1049,7 +1046,7 @@ $$;
 
 CREATE TRIGGER deduplicate_usage_event
     BEFORE INSERT ON @extschema@.usage_events
-    FOR EACH ROW WHEN (NEW.idempotency_key IS NOT NULL)
+    FOR EACH ROW WHEN (NEW.idempotency_key IS NOT NULL AND NOT @extschema@.usage_event_key_claimed(NEW.id))
     EXECUTE FUNCTION @extschema@.deduplicate_usage_event();
 
 -- Members inserting directly meet the limits record_usage enforces, before the row is
@@ -1085,6 +1082,8 @@ REVOKE ALL ON FUNCTION @extschema@.enforce_member_usage_limits() FROM PUBLIC, an
 REVOKE ALL ON FUNCTION @extschema@.start_member_usage_tally() FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.usage_writer_is_trusted() FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION @extschema@.usage_writer_is_trusted() TO authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.usage_event_key_claimed(uuid) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION @extschema@.usage_event_key_claimed(uuid) TO authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.record_usage(uuid, text, numeric, text, timestamptz, jsonb, uuid)
     FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION @extschema@.record_usage(uuid, text, numeric, text, timestamptz, jsonb, uuid)
@@ -1250,7 +1249,8 @@ COMMENT ON FUNCTION @extschema@.has_platform_permission(text) IS
 -- Organizations where the caller's role grants permission, or every organization when an
 -- unexpired platform role does: the one answer has_permission and the policies share. One set
 -- (not an OR of two policies) keeps "organization_id IN (...)" an index semi-join.
--- PL/pgSQL for the same reason as current_user_org_ids: planned once per backend.
+-- PL/pgSQL, not SQL: a SECURITY DEFINER SQL function is planned again on every call, and
+-- every RLS read of these tables runs it once; PL/pgSQL plans once per backend.
 CREATE FUNCTION @extschema@.current_user_permitted_org_ids(permission text)
 RETURNS SETOF uuid
 LANGUAGE plpgsql STABLE SECURITY DEFINER ROWS 10

@@ -1,5 +1,5 @@
 //! Who is calling: the Supabase user (`auth.uid()`) and whether the caller acts as the service role.
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ffi::CStr;
 
 use pgrx::prelude::*;
@@ -12,10 +12,77 @@ static CURRENT_UID: Statement = Statement::read("SELECT auth.uid()", &[]);
 
 /// `auth.uid()`, whichever definition the database has (Supabase's or saas_core's).
 pub fn current_uid(client: &SpiClient<'_>) -> Option<pgrx::Uuid> {
-    client
-        .select(CURRENT_UID.prepared(client), Some(1), &[])
-        .and_then(|t| t.first().get_one::<pgrx::Uuid>())
-        .or_fail("auth.uid() failed")
+    uid_from_cache().unwrap_or_else(|| {
+        let uid = client
+            .select(CURRENT_UID.prepared(client), Some(1), &[])
+            .and_then(|t| t.first().get_one::<pgrx::Uuid>())
+            .or_fail("auth.uid() failed");
+        remember_uid(uid);
+        uid
+    })
+}
+
+/// `current_uid`, connecting to SPI only when the answer is not known already.
+pub fn current_uid_connecting() -> Option<pgrx::Uuid> {
+    uid_from_cache().unwrap_or_else(|| Spi::connect(current_uid))
+}
+
+/// The settings `auth.uid()` reads (Supabase's definition and saas_core's alike): the answer
+/// is remembered for the values they had, so a backend asks again only when a request brings
+/// another JWT. Any change to pg_proc (a new definition of auth.uid()) forgets it.
+const UID_SETTINGS: [&CStr; 2] = [c"request.jwt.claim.sub", c"request.jwt.claims"];
+
+type UidKey = [Option<Vec<u8>>; 2];
+
+thread_local! {
+    static UID_CACHE: RefCell<Option<(UidKey, Option<pgrx::Uuid>)>> = const { RefCell::new(None) };
+    static UID_CALLBACK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A setting's current value, borrowed from PostgreSQL until it next changes.
+fn raw_setting(name: &CStr) -> Option<&'static [u8]> {
+    // SAFETY: GetConfigOption returns NULL or the setting's NUL-terminated value, which stays
+    // valid until the setting changes; it is compared or copied at once.
+    unsafe {
+        let value = pg_sys::GetConfigOption(name.as_ptr(), true, false);
+        (!value.is_null()).then(|| CStr::from_ptr(value).to_bytes())
+    }
+}
+
+fn uid_from_cache() -> Option<Option<pgrx::Uuid>> {
+    UID_CACHE.with(|cache| {
+        let cache = cache.borrow();
+        let (key, uid) = cache.as_ref()?;
+        UID_SETTINGS
+            .iter()
+            .zip(key)
+            .all(|(name, kept)| raw_setting(name) == kept.as_deref())
+            .then_some(*uid)
+    })
+}
+
+fn remember_uid(uid: Option<pgrx::Uuid>) {
+    if !UID_CALLBACK.with(|r| r.replace(true)) {
+        // SAFETY: registers a plain function pointer once per backend; it lives as long as it.
+        unsafe {
+            pg_sys::CacheRegisterSyscacheCallback(
+                pg_sys::SysCacheIdentifier::PROCOID as i32,
+                Some(forget_uid),
+                pg_sys::Datum::from(0),
+            )
+        };
+    }
+    let key = UID_SETTINGS.map(|name| raw_setting(name).map(<[u8]>::to_vec));
+    UID_CACHE.with(|cache| *cache.borrow_mut() = Some((key, uid)));
+}
+
+/// Runs inside PostgreSQL's invalidation processing: only forget, nothing that can fail.
+unsafe extern "C-unwind" fn forget_uid(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+    UID_CACHE.with(|cache| {
+        if let Ok(mut cache) = cache.try_borrow_mut() {
+            *cache = None;
+        }
+    });
 }
 
 thread_local! {

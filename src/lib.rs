@@ -14,6 +14,7 @@ mod backup;
 mod billing;
 mod billing_events;
 mod billing_ledger;
+mod caller_organizations;
 mod counting;
 mod coupons;
 mod entitlements;

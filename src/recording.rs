@@ -31,6 +31,7 @@ pgrx::extension_sql_file!(
         enforce_member_usage_limits,
         start_member_usage_tally,
         usage_writer_is_trusted,
+        usage_event_key_claimed,
     ]
 );
 
@@ -257,6 +258,52 @@ static INSERT_EVENTS: Statement = Statement::write(
     ],
 );
 
+static INSERT_EVENT: Statement = Statement::write(
+    "INSERT INTO usage_events
+         (id, organization_id, user_id, event_type, quantity, metadata, occurred_at, idempotency_key, over_limit)
+     VALUES ($1, $2, $3, $4, $5::numeric, coalesce($6, '{}'), coalesce($7, now()), $8, $9)",
+    &[
+        types::UUID,
+        types::UUID,
+        types::UUID,
+        types::TEXT,
+        types::TEXT,
+        types::JSONB,
+        types::TIMESTAMPTZ,
+        types::TEXT,
+        types::BOOL,
+    ],
+);
+
+thread_local! {
+    /// Events whose idempotency key `record_usage` has just claimed, while it writes them.
+    static CLAIMED: std::cell::RefCell<Vec<Uuid>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Marks events as claimed for as long as it lives, also when the write raises an error.
+struct ClaimedWhileWriting;
+
+impl ClaimedWhileWriting {
+    fn mark(ids: impl Iterator<Item = Uuid>) -> Self {
+        CLAIMED.with(|c| c.borrow_mut().extend(ids));
+        ClaimedWhileWriting
+    }
+}
+
+impl Drop for ClaimedWhileWriting {
+    fn drop(&mut self) {
+        CLAIMED.with(|c| c.borrow_mut().clear());
+    }
+}
+
+/// True while `record_usage`, in this backend, writes the event `event_id` whose idempotency
+/// key it has already claimed: the trigger `deduplicate_usage_event` (for direct INSERTs)
+/// would only find that claim again, so its WHEN clause skips it.
+#[pg_extern(volatile, parallel_unsafe)]
+fn usage_event_key_claimed(event_id: Uuid) -> bool {
+    CLAIMED.with(|c| c.borrow().contains(&event_id))
+}
+
 /// Accepted events, written in one INSERT.
 #[derive(Default)]
 struct Accepted {
@@ -284,7 +331,34 @@ impl Accepted {
         self.over.push(over_limit);
     }
 
-    fn write(self, client: &mut SpiClient<'_>) {
+    fn write(mut self, client: &mut SpiClient<'_>) {
+        let claimed = self
+            .ids
+            .iter()
+            .zip(&self.keys)
+            .filter(|(_, key)| key.is_some())
+            .map(|(id, _)| *id);
+        let _claimed = ClaimedWhileWriting::mark(claimed);
+        if self.ids.len() == 1 {
+            // One event (record_usage): a plain VALUES row, no arrays to build and unnest.
+            spi::run(
+                client,
+                &INSERT_EVENT,
+                &[
+                    self.ids[0].into(),
+                    self.orgs[0].into(),
+                    self.users[0].into(),
+                    self.types[0].as_str().into(),
+                    self.quantities[0].as_str().into(),
+                    self.metadata[0].into(),
+                    self.occurred[0].into(),
+                    self.keys[0].take().into(),
+                    self.over[0].into(),
+                ],
+                "recording usage",
+            );
+            return;
+        }
         if self.ids.is_empty() {
             return;
         }

@@ -2,7 +2,7 @@
 -- workspaces, who adds, promotes and removes members, what nobody may change, seat limits.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(46);
+SELECT plan(55);
 
 \set o  '00000000-0000-4000-8000-000000000401'
 \set ad '00000000-0000-4000-8000-000000000402'
@@ -195,6 +195,40 @@ SELECT throws_ok(format($$ INSERT INTO organization_members (organization_id, us
                         :'solo', :'x'),
                  '42501', 'new row violates row-level security policy for table "organization_members"',
                  'non-member joining a full org is refused by RLS (42501), not told about its seats');
+
+-- ================================================================ current_user_org_ids, the policies' helper
+RESET ROLE;
+SELECT id AS v_personal FROM organizations WHERE owner_id = :'v' AND is_personal \gset
+SELECT is((SELECT prosecdef FROM pg_proc WHERE oid = 'current_user_org_ids(text[])'::regprocedure), false,
+          'current_user_org_ids is not SECURITY DEFINER (it reads the membership index itself)');
+SELECT ok(NOT has_function_privilege('anon', 'current_user_org_ids(text[])', 'EXECUTE'),
+          'anon may not call current_user_org_ids');
+SET LOCAL ROLE authenticated;
+SELECT set_config('request.jwt.claims', format('{"sub":"%s","role":"authenticated"}', :'v'), true);
+SELECT set_eq($$ SELECT current_user_org_ids() $$, ARRAY[:'acme', :'v_personal']::uuid[],
+              'current_user_org_ids: exactly the viewer''s organizations');
+SELECT set_eq($$ SELECT current_user_org_ids(ARRAY['viewer']) $$, ARRAY[:'acme']::uuid[],
+              'current_user_org_ids(roles): only where the caller''s role is one of roles');
+-- The same backend and transaction, another JWT: the answer follows the claims at once.
+SELECT set_config('request.jwt.claims', format('{"sub":"%s","role":"authenticated"}', :'x'), true);
+SELECT set_eq($$ SELECT current_user_org_ids() $$, ARRAY[:'x_personal']::uuid[],
+              'another JWT in the same session: that user''s organizations only');
+SELECT set_config('request.jwt.claim.sub', :'v', true);
+SELECT set_eq($$ SELECT current_user_org_ids() $$, ARRAY[:'acme', :'v_personal']::uuid[],
+              'the legacy request.jwt.claim.sub setting wins, as in auth.uid()');
+SELECT set_config('request.jwt.claim.sub', '', true);
+SELECT set_config('request.jwt.claims', '', true);
+SELECT is_empty($$ SELECT current_user_org_ids() $$, 'no JWT: no organizations');
+-- A new definition of auth.uid() is followed at once (saas_core remembers answers per JWT).
+RESET ROLE;
+SELECT set_config('request.jwt.claims', format('{"sub":"%s","role":"authenticated"}', :'v'), true);
+SELECT pg_get_functiondef('auth.uid()'::regprocedure) AS uid_definition \gset
+SELECT set_eq($$ SELECT current_user_org_ids() $$, ARRAY[:'acme', :'v_personal']::uuid[], 'before: the JWT''s user');
+SELECT format('CREATE OR REPLACE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS %L', format('SELECT %L::uuid', :'x')) \gexec
+SELECT set_eq($$ SELECT current_user_org_ids() $$, ARRAY[:'x_personal']::uuid[],
+              'after auth.uid() is redefined: the user it now names');
+SELECT :'uid_definition' \gexec
+
 
 -- ================================================================ the owner deletes the team org
 RESET ROLE;
