@@ -101,7 +101,7 @@ fn get_billing_status(org_id: Option<Uuid>) -> RawJsonb {
             json!(plan_catalog::get(client).limit(&plan, "max_seats").value());
         answer
     });
-    jsonb::parse(&answer.to_string())
+    jsonb::build(&answer)
 }
 
 static START_FREE: Statement = Statement::write(

@@ -384,7 +384,7 @@ fn answer(
     if let Some(error) = error {
         out["error"] = json!(error);
     }
-    jsonb::parse(&out.to_string())
+    jsonb::build(&out)
 }
 
 /// The event's effect, inside the subtransaction.

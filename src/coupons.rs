@@ -116,7 +116,7 @@ fn redeem_coupon(
         answer["plan"] = json!(plan);
         answer
     });
-    jsonb::parse(&answer.to_string())
+    jsonb::build(&answer)
 }
 
 #[cfg(any(test, feature = "pg_test"))]

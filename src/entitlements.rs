@@ -2,11 +2,12 @@
 //! (sql/entitlements.sql).
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use pgrx::{JsonB, Uuid};
+use pgrx::Uuid;
 use serde_json::{json, Map, Value};
 
 use crate::auth_context;
 use crate::errors;
+use crate::jsonb::{self, RawJsonb};
 use crate::meters;
 use crate::organizations::Seats;
 #[allow(unused_imports)] // named in `requires` above
@@ -95,7 +96,11 @@ impl UsageStatements {
 /// is not a member of the organization learns nothing about it (42501). Unknown keys: 22023.
 #[pg_extern(stable, security_definer, name = "check_feature_access")]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
-fn feature_access(user_id: Option<Uuid>, feature_key: Option<&str>, org_id: Option<Uuid>) -> JsonB {
+fn feature_access(
+    user_id: Option<Uuid>,
+    feature_key: Option<&str>,
+    org_id: Option<Uuid>,
+) -> RawJsonb {
     answer(user_id, feature_key, org_id, &STATEMENTS)
 }
 
@@ -105,12 +110,13 @@ pub fn answer(
     feature_key: Option<&str>,
     org_id: Option<Uuid>,
     statements: &'static UsageStatements,
-) -> JsonB {
+) -> RawJsonb {
     let user_id = errors::required(user_id, "user_id");
     let feature_key = errors::required(feature_key, "feature_key");
     let org_id = errors::required(org_id, "org_id");
-    // The answer is composed inside the SPI connection so the feature can borrow the catalog.
-    Spi::connect_mut(|client| {
+    // The answer is composed inside the SPI connection so the feature can borrow the catalog,
+    // and becomes jsonb outside it, in the caller's memory (SPI's is freed on return).
+    let answer = Spi::connect_mut(|client| {
         let catalog = plan_catalog::get(client);
         let feature = catalog.feature(feature_key);
         let event_type = match feature {
@@ -144,13 +150,9 @@ pub fn answer(
                 "check_feature_access: the user is not a member of this organization",
             );
         }
-        JsonB(Value::Object(describe(
-            feature_key,
-            &feature,
-            &catalog,
-            state,
-        )))
-    })
+        Value::Object(describe(feature_key, &feature, &catalog, state))
+    });
+    jsonb::build(&answer)
 }
 
 struct RequestState {
@@ -343,10 +345,10 @@ static SUMMARY_STATE: Statement = Statement::read(
 /// service role may ask about any organization.
 #[pg_extern(stable, security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
-fn get_usage_summary(org_id: Option<Uuid>) -> JsonB {
+fn get_usage_summary(org_id: Option<Uuid>) -> RawJsonb {
     let org = errors::required(org_id, "org_id");
     let service = auth_context::caller_is_service_role();
-    Spi::connect_mut(|client| {
+    let summary = Spi::connect_mut(|client| {
         let caller = auth_context::current_uid(client);
         if caller.is_none() && !service {
             errors::insufficient_privilege("get_usage_summary: not authenticated");
@@ -395,15 +397,16 @@ fn get_usage_summary(org_id: Option<Uuid>) -> JsonB {
             );
             limits.insert(key.to_string(), Value::Object(out));
         }
-        JsonB(json!({
+        json!({
             "organization_id": org.to_string(),
             "plan": plan,
             "subscription_status": status,
             "role": match role { Role::Service => json!("service_role"), _ => json!(member_role) },
             "limits": limits,
             "flags": catalog.flags(&plan).cloned().unwrap_or_default(),
-        }))
-    })
+        })
+    });
+    jsonb::build(&summary)
 }
 
 /// The seat limit: an organization may not have more members than its plan's `max_seats`

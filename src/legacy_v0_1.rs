@@ -9,11 +9,12 @@
 //! The ones below read or write 0.1.0's tables as 0.1.0 had them; the 0.2.0 script binds the
 //! current implementations, which have other symbol names. None of these emit SQL.
 use pgrx::prelude::*;
-use pgrx::{JsonB, Uuid};
+use pgrx::Uuid;
 
 use crate::auth_context;
 use crate::entitlements::{self, request_state, UsageStatements};
 use crate::errors;
+use crate::jsonb::RawJsonb;
 use crate::metering::Period;
 use crate::organizations::NewTeam;
 use crate::provisioning::{self, ProfileSchema};
@@ -83,7 +84,7 @@ fn check_feature_access(
     user_id: Option<Uuid>,
     feature_key: Option<&str>,
     org_id: Option<Uuid>,
-) -> JsonB {
+) -> RawJsonb {
     entitlements::answer(user_id, feature_key, org_id, &STATEMENTS)
 }
 

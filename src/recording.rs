@@ -530,7 +530,7 @@ fn record_usage(
         Err(answer)
     });
     // A new answer becomes jsonb here, in the caller's memory (not SPI's, freed on return).
-    answer.unwrap_or_else(|built| crate::jsonb::parse(&built.to_string()))
+    answer.unwrap_or_else(|built| crate::jsonb::build(&built))
 }
 
 static BATCH_ELEMENTS: Statement = Statement::read(
@@ -763,7 +763,7 @@ fn record_usage_batch(events: Option<RawJsonb>) -> RawJsonb {
         Value::Array(results)
     });
     // Built here, in the caller's memory (not SPI's, freed on return).
-    crate::jsonb::parse(&results.to_string())
+    crate::jsonb::build(&results)
 }
 
 static IS_ARRAY: Statement = Statement::read("SELECT jsonb_typeof($1) = 'array'", &[types::JSONB]);
