@@ -13,11 +13,16 @@ static CURRENT_UID: Statement = Statement::read("SELECT auth.uid()", &[]);
 /// `auth.uid()`, whichever definition the database has (Supabase's or saas_core's).
 pub fn current_uid(client: &SpiClient<'_>) -> Option<pgrx::Uuid> {
     uid_from_cache().unwrap_or_else(|| {
+        watch_pg_proc();
+        let generation = UID_GENERATION.with(Cell::get);
         let uid = client
             .select(CURRENT_UID.prepared(client), Some(1), &[])
             .and_then(|t| t.first().get_one::<pgrx::Uuid>())
             .or_fail("auth.uid() failed");
-        remember_uid(uid);
+        // Kept only if no change to pg_proc arrived while it was asked.
+        if UID_GENERATION.with(Cell::get) == generation {
+            remember_uid(uid);
+        }
         uid
     })
 }
@@ -37,6 +42,7 @@ type UidKey = [Option<Vec<u8>>; 2];
 thread_local! {
     static UID_CACHE: RefCell<Option<(UidKey, Option<pgrx::Uuid>)>> = const { RefCell::new(None) };
     static UID_CALLBACK: Cell<bool> = const { Cell::new(false) };
+    static UID_GENERATION: Cell<u64> = const { Cell::new(0) };
 }
 
 /// A setting's current value, borrowed from PostgreSQL until it next changes.
@@ -61,7 +67,8 @@ fn uid_from_cache() -> Option<Option<pgrx::Uuid>> {
     })
 }
 
-fn remember_uid(uid: Option<pgrx::Uuid>) {
+/// Any change to pg_proc (a new definition of auth.uid()) forgets the remembered answer.
+fn watch_pg_proc() {
     if !UID_CALLBACK.with(|r| r.replace(true)) {
         // SAFETY: registers a plain function pointer once per backend; it lives as long as it.
         unsafe {
@@ -72,12 +79,16 @@ fn remember_uid(uid: Option<pgrx::Uuid>) {
             )
         };
     }
+}
+
+fn remember_uid(uid: Option<pgrx::Uuid>) {
     let key = UID_SETTINGS.map(|name| raw_setting(name).map(<[u8]>::to_vec));
     UID_CACHE.with(|cache| *cache.borrow_mut() = Some((key, uid)));
 }
 
 /// Runs inside PostgreSQL's invalidation processing: only forget, nothing that can fail.
 unsafe extern "C-unwind" fn forget_uid(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+    UID_GENERATION.with(|g| g.set(g.get().wrapping_add(1)));
     UID_CACHE.with(|cache| {
         if let Ok(mut cache) = cache.try_borrow_mut() {
             *cache = None;

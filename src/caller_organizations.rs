@@ -48,7 +48,11 @@ pub unsafe extern "C-unwind" fn current_user_org_ids_wrapper(
         pg_sys::InitMaterializedSRF(fcinfo, pg_sys::MAT_SRF_USE_EXPECTED_DESC);
         let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
         if let Some(uid) = uid {
-            let schema = pg_sys::get_func_namespace((*(*fcinfo).flinfo).fn_oid);
+            let flinfo = (*fcinfo).flinfo;
+            if flinfo.is_null() {
+                errors::internal("reading the caller's memberships", "called without flinfo");
+            }
+            let schema = pg_sys::get_func_namespace((*flinfo).fn_oid);
             for_each_membership(schema, uid, |org, role| {
                 if roles.as_ref().is_none_or(|r| r.iter().any(|x| x == role)) {
                     let mut isnull = false;
@@ -135,8 +139,9 @@ unsafe fn for_each_membership(
         if pushed {
             pg_sys::PopActiveSnapshot();
         }
-        pg_sys::index_close(index, lock);
-        pg_sys::table_close(table, lock);
+        // The locks stay until the transaction ends, as a query's would.
+        pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+        pg_sys::table_close(table, pg_sys::NoLock as pg_sys::LOCKMODE);
     }
 }
 

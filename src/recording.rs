@@ -277,7 +277,8 @@ static INSERT_EVENT: Statement = Statement::write(
 
 thread_local! {
     /// Events whose idempotency key `record_usage` has just claimed, while it writes them.
-    static CLAIMED: std::cell::RefCell<Vec<Uuid>> = const { std::cell::RefCell::new(Vec::new()) };
+    static CLAIMED: std::cell::RefCell<std::collections::HashSet<Uuid>> =
+        std::cell::RefCell::new(std::collections::HashSet::new());
 }
 
 /// Marks events as claimed for as long as it lives, also when the write raises an error.
