@@ -25,4 +25,19 @@ measure() {
   printf '%s\n' "${vals[@]}" | median
 }
 
+# measure_pair CLIENTS ORGS "SCRIPT ROLE [PGBENCH OPTIONS]" "SCRIPT ROLE [OPTIONS]": the median tps
+# of each of two workloads over ROUNDS, run alternately (A B, then B A, ...) so that a shared
+# machine slowing down mid-measurement weighs on both alike. Prints "A B".
+measure_pair() {
+  local c="$1" orgs="$2" r va=() vb=()
+  local -a a b
+  read -r -a a <<< "$3"; read -r -a b <<< "$4"
+  run_a() { va+=("$(PGB_OPTIONS="${a[*]:2}" tps "${a[0]}" "$c" "$orgs" "${a[1]}")"); }
+  run_b() { vb+=("$(PGB_OPTIONS="${b[*]:2}" tps "${b[0]}" "$c" "$orgs" "${b[1]}")"); }
+  for r in $(seq "$ROUNDS"); do
+    if (( r % 2 )); then run_a; run_b; else run_b; run_a; fi
+  done
+  echo "$(printf '%s\n' "${va[@]}" | median) $(printf '%s\n' "${vb[@]}" | median)"
+}
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }

@@ -119,8 +119,7 @@ fi
 log "5. check_feature_access vs the bare prepared query reading the same rows (tps, service_role)"
 cfa_round() {  # cfa_round LABEL
   for c in $CLIENTS; do
-    cfa=$(measure cfa check_feature_access.sql "$c" "$ORGS")
-    bare=$(measure bareq check_bare_query.sql "$c" "$ORGS")
+    read -r cfa bare <<< "$(measure_pair "$c" "$ORGS" "check_feature_access.sql service_role" "check_bare_query.sql service_role")"
     record "check_feature_access c=$c @ $1" "$cfa tps" "$(ratio "$cfa" "$bare")x bare query ($bare tps)"
   done
 }
@@ -138,10 +137,8 @@ fi
 sql "VACUUM ANALYZE" >/dev/null
 # Organization 2's owner: its events came from the spread runs, the batches and the COPY.
 member="$(sql "SELECT bench_metering.user_id(2)")"
-rls_ev=$(PGB_OPTIONS="-c request.jwt.claim.sub=$member" measure rls rls_events.sql 1 1 authenticated)
-flt_ev=$(measure flt filtered_events.sql 1 1 postgres)
-rls_ro=$(PGB_OPTIONS="-c request.jwt.claim.sub=$member" measure rls rls_rollups.sql 1 1 authenticated)
-flt_ro=$(measure flt filtered_rollups.sql 1 1 postgres)
+read -r rls_ev flt_ev <<< "$(measure_pair 1 1 "rls_events.sql authenticated -c request.jwt.claim.sub=$member" "filtered_events.sql postgres")"
+read -r rls_ro flt_ro <<< "$(measure_pair 1 1 "rls_rollups.sql authenticated -c request.jwt.claim.sub=$member" "filtered_rollups.sql postgres")"
 n_ev=$(sql "SELECT count(*) FROM usage_events")
 record "member SELECT … FROM usage_events (RLS only) @ $n_ev" "$rls_ev tps" "$(ratio "$flt_ev" "$rls_ev")x the filtered read's time"
 record "superuser SELECT … WHERE organization_id = … @ $n_ev" "$flt_ev tps" ""
