@@ -119,7 +119,9 @@ unsafe fn for_each_membership(
         let slot = pg_sys::table_slot_create(table, std::ptr::null_mut());
         let wanted = org_attnum.max(role_attnum);
         while pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
-            pg_sys::slot_getsomeattrs_int(slot, wanted as i32);
+            if ((*slot).tts_nvalid as i32) < wanted as i32 {
+                pg_sys::slot_getsomeattrs_int(slot, wanted as i32);
+            }
             let values = (*slot).tts_values;
             let nulls = (*slot).tts_isnull;
             let org_i = (org_attnum - 1) as usize;
