@@ -98,6 +98,14 @@ unsafe fn push(
         match value {
             Value::Object(members) => {
                 pg_sys::pushJsonbValue(state, WJB_BEGIN_OBJECT, std::ptr::null_mut());
+                // Pushed in jsonb's own key order (shorter keys first, then bytewise), so the
+                // sort that closing the object runs finds them sorted in one pass.
+                let mut members: Vec<_> = members.iter().collect();
+                members.sort_unstable_by(|(a, _), (b, _)| {
+                    a.len()
+                        .cmp(&b.len())
+                        .then_with(|| a.as_bytes().cmp(b.as_bytes()))
+                });
                 for (key, member) in members {
                     let mut key = string(key);
                     pg_sys::pushJsonbValue(state, WJB_KEY, &mut key);
