@@ -6,6 +6,7 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
 use crate::errors;
+use crate::function_memo;
 use crate::spi::{Expect, Statement};
 
 static CURRENT_UID: Statement = Statement::read("SELECT auth.uid()", &[]);
@@ -13,15 +14,14 @@ static CURRENT_UID: Statement = Statement::read("SELECT auth.uid()", &[]);
 /// `auth.uid()`, whichever definition the database has (Supabase's or saas_core's).
 pub fn current_uid(client: &SpiClient<'_>) -> Option<pgrx::Uuid> {
     uid_from_cache().unwrap_or_else(|| {
-        watch_pg_proc();
-        let generation = UID_GENERATION.with(Cell::get);
+        let generation = function_memo::generation();
         let uid = client
             .select(CURRENT_UID.prepared(client), Some(1), &[])
             .and_then(|t| t.first().get_one::<pgrx::Uuid>())
             .or_fail("auth.uid() failed");
         // Kept only if no change to pg_proc arrived while it was asked.
-        if UID_GENERATION.with(Cell::get) == generation {
-            remember_uid(uid);
+        if function_memo::generation() == generation {
+            remember_uid(generation, uid);
         }
         uid
     })
@@ -40,9 +40,8 @@ const UID_SETTINGS: [&CStr; 2] = [c"request.jwt.claim.sub", c"request.jwt.claims
 type UidKey = [Option<Vec<u8>>; 2];
 
 thread_local! {
-    static UID_CACHE: RefCell<Option<(UidKey, Option<pgrx::Uuid>)>> = const { RefCell::new(None) };
-    static UID_CALLBACK: Cell<bool> = const { Cell::new(false) };
-    static UID_GENERATION: Cell<u64> = const { Cell::new(0) };
+    // The pg_proc generation, the settings' values and auth.uid()'s answer for them.
+    static UID_CACHE: RefCell<Option<(u64, UidKey, Option<pgrx::Uuid>)>> = const { RefCell::new(None) };
 }
 
 /// A setting's current value, borrowed from PostgreSQL until it next changes.
@@ -56,44 +55,22 @@ fn raw_setting(name: &CStr) -> Option<&'static [u8]> {
 }
 
 fn uid_from_cache() -> Option<Option<pgrx::Uuid>> {
+    let generation = function_memo::generation();
     UID_CACHE.with(|cache| {
         let cache = cache.borrow();
-        let (key, uid) = cache.as_ref()?;
-        UID_SETTINGS
-            .iter()
-            .zip(key)
-            .all(|(name, kept)| raw_setting(name) == kept.as_deref())
-            .then_some(*uid)
+        let (at, key, uid) = cache.as_ref()?;
+        (*at == generation
+            && UID_SETTINGS
+                .iter()
+                .zip(key)
+                .all(|(name, kept)| raw_setting(name) == kept.as_deref()))
+        .then_some(*uid)
     })
 }
 
-/// Any change to pg_proc (a new definition of auth.uid()) forgets the remembered answer.
-fn watch_pg_proc() {
-    if !UID_CALLBACK.with(|r| r.replace(true)) {
-        // SAFETY: registers a plain function pointer once per backend; it lives as long as it.
-        unsafe {
-            pg_sys::CacheRegisterSyscacheCallback(
-                pg_sys::SysCacheIdentifier::PROCOID as i32,
-                Some(forget_uid),
-                pg_sys::Datum::from(0),
-            )
-        };
-    }
-}
-
-fn remember_uid(uid: Option<pgrx::Uuid>) {
+fn remember_uid(generation: u64, uid: Option<pgrx::Uuid>) {
     let key = UID_SETTINGS.map(|name| raw_setting(name).map(<[u8]>::to_vec));
-    UID_CACHE.with(|cache| *cache.borrow_mut() = Some((key, uid)));
-}
-
-/// Runs inside PostgreSQL's invalidation processing: only forget, nothing that can fail.
-unsafe extern "C-unwind" fn forget_uid(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
-    UID_GENERATION.with(|g| g.set(g.get().wrapping_add(1)));
-    UID_CACHE.with(|cache| {
-        if let Ok(mut cache) = cache.try_borrow_mut() {
-            *cache = None;
-        }
-    });
+    UID_CACHE.with(|cache| *cache.borrow_mut() = Some((generation, key, uid)));
 }
 
 thread_local! {

@@ -16,6 +16,7 @@ use pgrx::prelude::*;
 
 use crate::auth_context;
 use crate::errors;
+use crate::index_reads::{self, Key, Probe, Visibility};
 
 const MEMBERS: &CStr = c"organization_members";
 const MEMBERS_BY_USER: &CStr = c"organization_members_user_id_idx";
@@ -70,81 +71,24 @@ pub unsafe extern "C-unwind" fn current_user_org_ids_wrapper(
 }
 
 /// Calls `f(organization_id, role)` for each row of `organization_members` of `user` visible
-/// to the active snapshot, through the index on `(user_id, organization_id, role)`.
-///
-/// # Safety
-/// Inside a transaction; `f` must copy the datum it keeps (it points into a pinned buffer).
-unsafe fn for_each_membership(
+/// to the statement's snapshot, through the index on `(user_id, organization_id, role)`.
+/// `f` copies the datum it keeps (it points into a pinned buffer).
+fn for_each_membership(
     schema: pg_sys::Oid,
     user: pgrx::Uuid,
     mut f: impl FnMut(pg_sys::Datum, &str),
 ) {
-    unsafe {
-        let table_oid = pg_sys::get_relname_relid(MEMBERS.as_ptr(), schema);
-        let index_oid = pg_sys::get_relname_relid(MEMBERS_BY_USER.as_ptr(), schema);
-        if table_oid == pg_sys::InvalidOid || index_oid == pg_sys::InvalidOid {
-            errors::internal(
-                "reading the caller's memberships",
-                "organization_members or its index on user_id is missing",
-            );
+    let probe = Probe {
+        table: MEMBERS,
+        index: MEMBERS_BY_USER,
+        keys: &[Key::Uuid(user)],
+        columns: &[c"organization_id", c"role"],
+    };
+    index_reads::scan(schema, &probe, Visibility::Statement, |row| {
+        if let (Some(org), Some(role)) = (row[0], index_reads::text(row[1])) {
+            f(org, &role);
         }
-        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
-        let table = pg_sys::table_open(table_oid, lock);
-        let index = pg_sys::index_open(index_oid, lock);
-        let org_attnum = pg_sys::get_attnum(table_oid, c"organization_id".as_ptr());
-        let role_attnum = pg_sys::get_attnum(table_oid, c"role".as_ptr());
-        if org_attnum <= 0 || role_attnum <= 0 {
-            errors::internal(
-                "reading the caller's memberships",
-                "organization_members has no organization_id or role",
-            );
-        }
-        // The statement's snapshot, as a STABLE function's query would use.
-        let pushed = !pg_sys::ActiveSnapshotSet();
-        if pushed {
-            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-        }
-        let user_bytes = pg_sys::palloc(16) as *mut u8;
-        std::ptr::copy_nonoverlapping(user.as_bytes().as_ptr(), user_bytes, 16);
-        let mut key: pg_sys::ScanKeyData = std::mem::zeroed();
-        pg_sys::ScanKeyInit(
-            &mut key,
-            1,
-            pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
-            pg_sys::Oid::from(pg_sys::F_UUID_EQ),
-            pg_sys::Datum::from(user_bytes),
-        );
-        let scan = pg_sys::index_beginscan(table, index, pg_sys::GetActiveSnapshot(), 1, 0);
-        pg_sys::index_rescan(scan, &mut key, 1, std::ptr::null_mut(), 0);
-        let slot = pg_sys::table_slot_create(table, std::ptr::null_mut());
-        let wanted = org_attnum.max(role_attnum);
-        while pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
-            if ((*slot).tts_nvalid as i32) < wanted as i32 {
-                pg_sys::slot_getsomeattrs_int(slot, wanted as i32);
-            }
-            let values = (*slot).tts_values;
-            let nulls = (*slot).tts_isnull;
-            let org_i = (org_attnum - 1) as usize;
-            let role_i = (role_attnum - 1) as usize;
-            if *nulls.add(org_i) || *nulls.add(role_i) {
-                continue;
-            }
-            let role = pg_sys::text_to_cstring(values.add(role_i).read().cast_mut_ptr());
-            f(
-                values.add(org_i).read(),
-                CStr::from_ptr(role).to_str().unwrap_or(""),
-            );
-            pg_sys::pfree(role.cast());
-        }
-        pg_sys::ExecDropSingleTupleTableSlot(slot);
-        pg_sys::index_endscan(scan);
-        if pushed {
-            pg_sys::PopActiveSnapshot();
-        }
-        // The locks stay until the transaction ends, as a query's would.
-        pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
-        pg_sys::table_close(table, pg_sys::NoLock as pg_sys::LOCKMODE);
-    }
+    });
 }
 
 #[cfg(any(test, feature = "pg_test"))]

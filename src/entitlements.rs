@@ -7,13 +7,15 @@ use serde_json::{json, Map, Value};
 
 use crate::auth_context;
 use crate::errors;
+use crate::function_memo::Memo;
+use crate::index_reads::{self, Key, Probe, Visibility};
 use crate::jsonb::{self, RawJsonb};
 use crate::meters;
 use crate::organizations::Seats;
 #[allow(unused_imports)] // named in `requires` above
 use crate::plan_catalog::invalidate_plan_catalog;
 use crate::plan_catalog::{self, Enforcement, Feature, Limit, Measure, Meter, PlanCatalog, Window};
-use crate::spi::{Expect, Statement};
+use crate::spi::{self, types, Expect, Statement};
 
 pgrx::extension_sql_file!(
     "../sql/entitlements.sql",
@@ -26,74 +28,18 @@ pgrx::extension_sql_file!(
     ]
 );
 
-/// What changes per request, in one round trip: the caller, the membership, the subscription
-/// and the usage. Usage comes from the monthly rollup rows (one per month at most), never
-/// from the raw event log. Plan limits and flags come from the per-backend `plan_catalog`.
-/// One statement per kind of meter, so each keeps a small generic plan.
-macro_rules! request_state {
-    ($usage:expr) => {
-        $crate::spi::Statement::read(
-            concat!(
-                "SELECT auth.uid(),
-                        (SELECT m.role FROM organization_members m
-                         WHERE m.organization_id = $2 AND m.user_id = $1),
-                        coalesce(plan_in_effect(s.plan, s.status), 'free'),
-                        s.status,
-                        (",
-                $usage,
-                ")::float8
-                 FROM (SELECT) AS one
-                 LEFT JOIN org_subscriptions s ON s.organization_id = $2"
-            ),
-            &[
-                $crate::spi::types::UUID,
-                $crate::spi::types::UUID,
-                $crate::spi::types::TEXT,
-            ],
-        )
-    };
-}
-pub(crate) use request_state;
-
-/// The statements that read a request's state, one per kind of meter.
-pub struct UsageStatements {
-    pub without_usage: Statement,
-    pub members: Statement,
-    pub sum_this_month: Statement,
-    pub sum_lifetime: Statement,
-    pub unique_users_this_month: Statement,
-}
-
-static STATEMENTS: UsageStatements = UsageStatements {
-    without_usage: request_state!("SELECT NULL::float8 WHERE $3 IS NULL"),
-    members: request_state!(meters::usage_members!()),
-    sum_this_month: request_state!(meters::usage_sum_this_month!()),
-    sum_lifetime: request_state!(meters::usage_sum_lifetime!()),
-    unique_users_this_month: request_state!(meters::usage_unique_users_this_month!()),
-};
-
-impl UsageStatements {
-    /// The statement that measures `feature`'s usage.
-    fn for_feature(&'static self, feature: Option<&Feature>) -> &'static Statement {
-        let Some(Feature::Limit(meter)) = feature else {
-            return &self.without_usage;
-        };
-        match (meter.measure, meter.window) {
-            (Measure::Members, _) => &self.members,
-            (Measure::Sum, Window::Lifetime) => &self.sum_lifetime,
-            (Measure::Sum, _) => &self.sum_this_month,
-            (Measure::UniqueUsers, _) => &self.unique_users_this_month,
-            (Measure::Unmetered, _) => &self.without_usage,
-        }
-    }
-}
-
 /// What `user_id` may do in `org_id` regarding `feature_key`:
 /// `{"limit": 100, "usage": 12, "remaining": 88, "allowed": true, "plan": "free", ...}`
 /// for limits (`-1` = unlimited), `{"enabled": true, "allowed": true, ...}` for boolean flags.
 ///
 /// The service role may ask about anyone; any other caller only about themself. A user who
 /// is not a member of the organization learns nothing about it (42501). Unknown keys: 22023.
+///
+/// Called on every request, so it runs no query in the steady state: plan limits and flags
+/// come from the per-backend `plan_catalog`, `auth.uid()` and `plan_in_effect` answers are
+/// remembered (src/function_memo.rs), and the membership, the subscription and the usage (the
+/// monthly rollup row and the counter rows not folded yet, never the raw event log) are read
+/// through their unique indexes under the statement's snapshot (src/index_reads.rs).
 #[pg_extern(stable, security_definer, name = "check_feature_access")]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn feature_access(
@@ -101,73 +47,110 @@ fn feature_access(
     feature_key: Option<&str>,
     org_id: Option<Uuid>,
 ) -> RawJsonb {
-    answer(user_id, feature_key, org_id, &STATEMENTS)
-}
-
-/// `check_feature_access` with the statements of a given schema version.
-pub fn answer(
-    user_id: Option<Uuid>,
-    feature_key: Option<&str>,
-    org_id: Option<Uuid>,
-    statements: &'static UsageStatements,
-) -> RawJsonb {
     let user_id = errors::required(user_id, "user_id");
     let feature_key = errors::required(feature_key, "feature_key");
     let org_id = errors::required(org_id, "org_id");
-    // The answer is composed inside the SPI connection so the feature can borrow the catalog,
-    // and becomes jsonb outside it, in the caller's memory (SPI's is freed on return).
-    let answer = Spi::connect_mut(|client| {
-        let catalog = plan_catalog::get(client);
-        let feature = catalog.feature(feature_key);
-        let event_type = match feature {
-            Some(Feature::Limit(m)) => m.event_type.as_deref(),
-            _ => None,
-        };
-        let table = client
-            .select(
-                statements.for_feature(feature.as_ref()).prepared(client),
-                Some(1),
-                &[user_id.into(), org_id.into(), event_type.into()],
-            )
-            .or_fail("checking feature access");
-        let row = table.first();
-        let state = RequestState {
-            caller: column(&row, 1),
-            member_role: column(&row, 2),
-            plan: column(&row, 3).unwrap_or_else(|| "free".into()),
-            status: column(&row, 4),
-            usage: column(&row, 5),
-        };
+    let catalog = plan_catalog::cached().unwrap_or_else(|| Spi::connect_mut(plan_catalog::get));
+    let caller = auth_context::current_uid_connecting();
+    auth_context::check_self_or_service(caller, user_id, "check_feature_access");
+    let Some(feature) = catalog.feature(feature_key) else {
+        errors::invalid_parameter(format!(
+            "check_feature_access: unknown feature key \"{feature_key}\""
+        ))
+    };
+    let Some(member_role) = member_role(&catalog, org_id, user_id) else {
+        errors::insufficient_privilege(
+            "check_feature_access: the user is not a member of this organization",
+        )
+    };
+    let (plan, status) = subscription(&catalog, org_id);
+    let usage = match &feature {
+        Feature::Limit(meter) => Some(meters::usage(&catalog, org_id, meter)),
+        _ => None,
+    };
+    let state = RequestState {
+        member_role: Some(member_role),
+        plan,
+        status,
+        usage,
+    };
+    jsonb::build(&Value::Object(describe(
+        feature_key,
+        &feature,
+        &catalog,
+        state,
+    )))
+}
 
-        auth_context::check_self_or_service(state.caller, user_id, "check_feature_access");
-        let Some(feature) = feature else {
-            errors::invalid_parameter(format!(
-                "check_feature_access: unknown feature key \"{feature_key}\""
-            ))
-        };
-        if state.member_role.is_none() {
-            errors::insufficient_privilege(
-                "check_feature_access: the user is not a member of this organization",
-            );
-        }
-        Value::Object(describe(feature_key, &feature, &catalog, state))
+/// `user`'s role in `org`, if a member.
+fn member_role(catalog: &PlanCatalog, org: Uuid, user: Uuid) -> Option<String> {
+    let probe = Probe {
+        table: c"organization_members",
+        index: c"organization_members_organization_id_user_id_key",
+        keys: &[Key::Uuid(org), Key::Uuid(user)],
+        columns: &[c"role"],
+    };
+    let mut role = None;
+    index_reads::scan(catalog.schema, &probe, Visibility::Statement, |row| {
+        role = index_reads::text(row[0]);
     });
-    jsonb::build(&answer)
+    role
 }
 
-struct RequestState {
-    caller: Option<Uuid>,
-    member_role: Option<String>,
-    plan: String,
-    status: Option<String>,
-    usage: Option<f64>,
+/// The plan in effect for `org` (`plan_in_effect` of its subscription; free without one) and
+/// the subscription's status.
+fn subscription(catalog: &PlanCatalog, org: Uuid) -> (String, Option<String>) {
+    let probe = Probe {
+        table: c"org_subscriptions",
+        index: c"org_subscriptions_organization_id_key",
+        keys: &[Key::Uuid(org)],
+        columns: &[c"plan", c"status"],
+    };
+    let mut found = (None, None);
+    index_reads::scan(catalog.schema, &probe, Visibility::Statement, |row| {
+        found = (index_reads::text(row[0]), index_reads::text(row[1]));
+    });
+    let (plan, status) = found;
+    (plan_in_effect(plan, status.clone()), status)
 }
 
-fn column<T: pgrx::FromDatum + pgrx::IntoDatum>(
-    row: &pgrx::spi::SpiTupleTable<'_>,
-    i: usize,
-) -> Option<T> {
-    row.get(i).or_fail("checking feature access")
+static PLAN_IN_EFFECT: Statement = Statement::read(
+    "SELECT coalesce(plan_in_effect($1, $2), 'free')",
+    &[types::TEXT, types::TEXT],
+);
+
+thread_local! {
+    static PLANS_IN_EFFECT: Memo<(Option<String>, Option<String>), String> = Memo::new();
+}
+
+/// `plan_in_effect(plan, status)` (sql/entitlements.sql), remembered per backend.
+fn plan_in_effect(plan: Option<String>, status: Option<String>) -> String {
+    let key = (plan, status);
+    if let Some(p) = PLANS_IN_EFFECT.with(|m| m.get(&key)) {
+        return p;
+    }
+    let (plan, status) = (key.0.clone(), key.1.clone());
+    PLANS_IN_EFFECT.with(|m| {
+        m.compute(key, || {
+            Spi::connect(|client| {
+                spi::one::<String>(
+                    client,
+                    &PLAN_IN_EFFECT,
+                    &[plan.as_deref().into(), status.as_deref().into()],
+                    "reading the plan in effect",
+                )
+                .unwrap_or_else(|| "free".into())
+            })
+        })
+    })
+}
+
+/// What a request reads that changes per request.
+pub struct RequestState {
+    pub member_role: Option<String>,
+    pub plan: String,
+    pub status: Option<String>,
+    pub usage: Option<f64>,
 }
 
 /// Who is asking, in the organization: their role there, or the service role.
@@ -279,7 +262,8 @@ impl<'a> LimitStatus<'a> {
     }
 }
 
-fn describe(
+/// The answer's fields for `feature` (shared with 0.1.0's entry point).
+pub fn describe(
     feature_key: &str,
     feature: &Feature,
     catalog: &PlanCatalog,
@@ -377,7 +361,7 @@ fn get_usage_summary(org_id: Option<Uuid>) -> RawJsonb {
         };
         let mut limits = Map::new();
         for (key, meter) in catalog.all_limits() {
-            let usage = meters::usage(client, org, meter);
+            let usage = meters::usage(&catalog, org, meter);
             let status = LimitStatus::of(&catalog, &plan, key, meter, usage);
             let mut out = Map::new();
             status.describe(Some(role), &mut out);
@@ -583,5 +567,66 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(access(ADA, "max_seats", &org)["usage"], 1);
+    }
+
+    /// Usage is the folded monthly rollup plus every writer's counter row of this month's
+    /// bucket, added as numerics (0.1 + 0.2 + 0.4 is 0.7, not 0.7000000000000001); other
+    /// months, other event types and daily rows do not count. A lifetime meter adds every
+    /// month.
+    #[pg_test]
+    fn usage_adds_the_rollup_and_every_writers_counters_exactly() {
+        let org = setup();
+        Spi::run(&format!(
+            "UPDATE org_subscriptions SET plan = 'pro' WHERE organization_id = '{org}';
+             INSERT INTO usage_aggregations (organization_id, event_type, period, period_start, period_end, total_quantity)
+             SELECT '{org}', t, 'monthly', usage_bucket_start('monthly', m), usage_bucket_end('monthly', m), q
+             FROM (VALUES ('api_call', now(), 0.1), ('api_call', now() - interval '40 days', 1000),
+                          ('record_created', now(), 0.25), ('record_created', now() - interval '40 days', 2)) AS v (t, m, q);
+             INSERT INTO usage_aggregations (organization_id, event_type, period, period_start, period_end, total_quantity)
+             VALUES ('{org}', 'api_call', 'daily', usage_bucket_start('daily', now()), usage_bucket_end('daily', now()), 500);
+             INSERT INTO usage_counters (organization_id, event_type, period, period_start, writer, total_quantity)
+             SELECT '{org}', t, p, usage_bucket_start(p, m), w, q
+             FROM (VALUES ('api_call', 'monthly', now(), 1, 0.2), ('api_call', 'monthly', now(), 2, 0.4),
+                          ('api_call', 'monthly', now() - interval '40 days', 1, 70),
+                          ('api_call', 'daily', now(), 1, 300), ('automation_run', 'monthly', now(), 1, 9),
+                          ('record_created', 'monthly', now() - interval '40 days', 3, 0.5)) AS v (t, p, m, w, q)"
+        ))
+        .unwrap();
+        let a = access(ADA, "max_api_calls_per_month", &org);
+        assert_eq!(a["usage"].to_string(), "0.7");
+        assert_eq!(
+            access(ADA, "max_records", &org)["usage"].to_string(),
+            "2.75"
+        );
+        // get_usage_summary reads the same way.
+        let summary = Spi::get_one::<pgrx::JsonB>(&format!("SELECT get_usage_summary('{org}')"))
+            .unwrap()
+            .unwrap()
+            .0;
+        assert_eq!(
+            summary["limits"]["max_api_calls_per_month"]["usage"].to_string(),
+            "0.7"
+        );
+        assert_eq!(summary["limits"]["max_automations"]["usage"], 9);
+    }
+
+    /// The plan in effect is plan_in_effect()'s answer, remembered per backend only until
+    /// the function is redefined.
+    #[pg_test]
+    fn a_redefined_plan_in_effect_is_followed_at_once() {
+        let org = setup();
+        Spi::run(&format!(
+            "UPDATE org_subscriptions SET plan = 'enterprise', status = 'canceled' WHERE organization_id = '{org}'"
+        ))
+        .unwrap();
+        assert_eq!(access(ADA, "sso", &org)["plan"], "free");
+        Spi::run(
+            "CREATE OR REPLACE FUNCTION plan_in_effect(plan text, status text) RETURNS text
+             LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT plan $$",
+        )
+        .unwrap();
+        let a = access(ADA, "sso", &org);
+        assert_eq!(a["plan"], "enterprise");
+        assert_eq!(a["enabled"], true);
     }
 }

@@ -12,11 +12,12 @@ use pgrx::prelude::*;
 use pgrx::Uuid;
 
 use crate::auth_context;
-use crate::entitlements::{self, request_state, UsageStatements};
+use crate::entitlements::{self, RequestState};
 use crate::errors;
 use crate::jsonb::RawJsonb;
 use crate::metering::Period;
 use crate::organizations::NewTeam;
+use crate::plan_catalog::{self, Feature, Measure, Window};
 use crate::provisioning::{self, ProfileSchema};
 use crate::spi::{self, types, Expect, Statement};
 
@@ -56,6 +57,54 @@ fn create_organization(name: Option<&str>, org_type: Option<&str>, slug: Option<
     })
 }
 
+/// 0.1.0's request state, in one round trip: the caller, the membership, the subscription
+/// and the usage, one statement per kind of meter (0.1.0 counts members and computes month
+/// buckets inline, and has no counter rows).
+macro_rules! request_state {
+    ($usage:expr) => {
+        Statement::read(
+            concat!(
+                "SELECT auth.uid(),
+                        (SELECT m.role FROM organization_members m
+                         WHERE m.organization_id = $2 AND m.user_id = $1),
+                        coalesce(plan_in_effect(s.plan, s.status), 'free'),
+                        s.status,
+                        (",
+                $usage,
+                ")::float8
+                 FROM (SELECT) AS one
+                 LEFT JOIN org_subscriptions s ON s.organization_id = $2"
+            ),
+            &[types::UUID, types::UUID, types::TEXT],
+        )
+    };
+}
+
+/// The statements that read a request's state, one per kind of meter.
+struct UsageStatements {
+    without_usage: Statement,
+    members: Statement,
+    sum_this_month: Statement,
+    sum_lifetime: Statement,
+    unique_users_this_month: Statement,
+}
+
+impl UsageStatements {
+    /// The statement that measures `feature`'s usage.
+    fn for_feature(&'static self, feature: Option<&Feature>) -> &'static Statement {
+        let Some(Feature::Limit(meter)) = feature else {
+            return &self.without_usage;
+        };
+        match (meter.measure, meter.window) {
+            (Measure::Members, _) => &self.members,
+            (Measure::Sum, Window::Lifetime) => &self.sum_lifetime,
+            (Measure::Sum, _) => &self.sum_this_month,
+            (Measure::UniqueUsers, _) => &self.unique_users_this_month,
+            (Measure::Unmetered, _) => &self.without_usage,
+        }
+    }
+}
+
 /// 0.1.0 counts members and computes month buckets inline.
 static STATEMENTS: UsageStatements = UsageStatements {
     without_usage: request_state!("SELECT NULL::float8 WHERE $3 IS NULL"),
@@ -85,7 +134,53 @@ fn check_feature_access(
     feature_key: Option<&str>,
     org_id: Option<Uuid>,
 ) -> RawJsonb {
-    entitlements::answer(user_id, feature_key, org_id, &STATEMENTS)
+    let user_id = errors::required(user_id, "user_id");
+    let feature_key = errors::required(feature_key, "feature_key");
+    let org_id = errors::required(org_id, "org_id");
+    // The answer is composed inside the SPI connection so the feature can borrow the catalog,
+    // and becomes jsonb outside it, in the caller's memory (SPI's is freed on return).
+    let answer = Spi::connect_mut(|client| {
+        let catalog = plan_catalog::get(client);
+        let feature = catalog.feature(feature_key);
+        let event_type = match feature {
+            Some(Feature::Limit(m)) => m.event_type.as_deref(),
+            _ => None,
+        };
+        let what = "checking feature access";
+        let table = client
+            .select(
+                STATEMENTS.for_feature(feature.as_ref()).prepared(client),
+                Some(1),
+                &[user_id.into(), org_id.into(), event_type.into()],
+            )
+            .or_fail(what);
+        let row = table.first();
+        let caller: Option<Uuid> = row.get(1).or_fail(what);
+        let state = RequestState {
+            member_role: row.get(2).or_fail(what),
+            plan: row.get(3).or_fail(what).unwrap_or_else(|| "free".into()),
+            status: row.get(4).or_fail(what),
+            usage: row.get(5).or_fail(what),
+        };
+        auth_context::check_self_or_service(caller, user_id, "check_feature_access");
+        let Some(feature) = feature else {
+            errors::invalid_parameter(format!(
+                "check_feature_access: unknown feature key \"{feature_key}\""
+            ))
+        };
+        if state.member_role.is_none() {
+            errors::insufficient_privilege(
+                "check_feature_access: the user is not a member of this organization",
+            );
+        }
+        serde_json::Value::Object(entitlements::describe(
+            feature_key,
+            &feature,
+            &catalog,
+            state,
+        ))
+    });
+    crate::jsonb::build(&answer)
 }
 
 /// 0.1.0's live rollup trigger holds this advisory lock shared; the recompute takes it alone.

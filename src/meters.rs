@@ -1,107 +1,153 @@
 //! What a meter has counted so far: the rollup rows `aggregate_usage()` folded plus the
 //! counter rows not folded yet (a few per bucket: one per writing backend). Exact at once,
-//! and flat in the size of the log. The one place these reads are written: `check_feature_access`,
-//! `record_usage` and `get_usage_summary` all use them. In each fragment `$2` is the
-//! organization and `$3` the event type; a fragment is a scalar subquery.
-use pgrx::spi::SpiClient;
-use pgrx::Uuid;
+//! and flat in the size of the log. The one place this reading is written:
+//! `check_feature_access`, `get_usage_summary`, `record_usage` and the quota all call `usage`.
+//!
+//! The rows are read through their unique indexes directly (src/index_reads.rs), with what a
+//! SPI query in the same place would see: the statement's snapshot until the transaction has
+//! written, a new one after (pgrx runs SPI read-only until then). This month's bucket is
+//! `usage_bucket_start('monthly', now())`, asked of SQL once a month per backend.
+use std::cell::Cell;
 
-use crate::plan_catalog::{Measure, Meter, Window};
+use pgrx::pg_sys;
+use pgrx::{AnyNumeric, FromDatum, Uuid};
+
+use crate::function_memo;
+use crate::index_reads::{self, Key, Probe, Visibility};
+use crate::plan_catalog::{Measure, Meter, PlanCatalog, Window};
 use crate::spi::{self, Statement};
 
-/// Sum of quantities this UTC month.
-macro_rules! usage_sum_this_month {
-    () => {
-        "(coalesce((SELECT a.total_quantity FROM usage_aggregations a
-                    WHERE a.organization_id = $2 AND a.event_type = $3 AND a.period = 'monthly'
-                      AND a.period_start = usage_bucket_start('monthly', now())), 0)
-          + coalesce((SELECT sum(c.total_quantity) FROM usage_counters c
-                      WHERE c.organization_id = $2 AND c.event_type = $3 AND c.period = 'monthly'
-                        AND c.period_start = usage_bucket_start('monthly', now())), 0))"
-    };
+static THIS_MONTH: Statement = Statement::read(
+    "SELECT usage_bucket_start('monthly', now()), usage_bucket_end('monthly', now())",
+    &[],
+);
+
+thread_local! {
+    // The pg_proc generation and this month's bucket [start, end) computed under it.
+    static MONTH: Cell<Option<(u64, pg_sys::TimestampTz, pg_sys::TimestampTz)>> =
+        const { Cell::new(None) };
 }
 
-/// Sum of quantities, all time.
-macro_rules! usage_sum_lifetime {
-    () => {
-        "(coalesce((SELECT sum(a.total_quantity) FROM usage_aggregations a
-                    WHERE a.organization_id = $2 AND a.event_type = $3 AND a.period = 'monthly'), 0)
-          + coalesce((SELECT sum(c.total_quantity) FROM usage_counters c
-                      WHERE c.organization_id = $2 AND c.event_type = $3 AND c.period = 'monthly'), 0))"
-    };
+/// `usage_bucket_start('monthly', now())`.
+fn this_month_start() -> pg_sys::TimestampTz {
+    // SAFETY: reads the transaction's start time, which now() returns.
+    let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+    let generation = function_memo::generation();
+    if let Some((at, start, end)) = MONTH.with(Cell::get) {
+        if at == generation && start <= now && now < end {
+            return start;
+        }
+    }
+    let what = "reading this month's bucket";
+    let (start, end) = pgrx::Spi::connect(|client| {
+        let row = client
+            .select(THIS_MONTH.prepared(client), Some(1), &[])
+            .and_then(|t| {
+                t.first()
+                    .get_two::<pgrx::datum::TimestampWithTimeZone, pgrx::datum::TimestampWithTimeZone>()
+            });
+        match spi::Expect::or_fail(row, what) {
+            (Some(start), Some(end)) => (start.into(), end.into()),
+            _ => crate::errors::internal(what, "usage_bucket_start returned NULL"),
+        }
+    });
+    if function_memo::generation() == generation {
+        MONTH.with(|m| m.set(Some((generation, start, end))));
+    }
+    start
 }
 
-/// Distinct users with an event this UTC month.
-macro_rules! usage_unique_users_this_month {
-    () => {
-        "(coalesce((SELECT a.unique_users FROM usage_aggregations a
-                    WHERE a.organization_id = $2 AND a.event_type = $3 AND a.period = 'monthly'
-                      AND a.period_start = usage_bucket_start('monthly', now())), 0)
-          + coalesce((SELECT sum(c.unique_users) FROM usage_counters c
-                      WHERE c.organization_id = $2 AND c.event_type = $3 AND c.period = 'monthly'
-                        AND c.period_start = usage_bucket_start('monthly', now())), 0))"
-    };
-}
-
-/// Members of the organization.
-macro_rules! usage_members {
-    () => {
-        "(SELECT o.member_count FROM organizations o WHERE o.id = $2 AND $3::text IS NULL)"
-    };
-}
-
-pub(crate) use {
-    usage_members, usage_sum_lifetime, usage_sum_this_month, usage_unique_users_this_month,
-};
-
-/// One statement per meter kind, each a small generic plan; `$1` is unused here.
-macro_rules! usage_statement {
-    ($fragment:expr) => {
-        Statement::read(
-            concat!(
-                "SELECT (",
-                $fragment,
-                ")::float8 WHERE $1::uuid IS NULL OR true"
-            ),
-            &[
-                crate::spi::types::UUID,
-                crate::spi::types::UUID,
-                crate::spi::types::TEXT,
-            ],
-        )
-    };
-}
-
-static SUM_THIS_MONTH: Statement = usage_statement!(usage_sum_this_month!());
-static SUM_LIFETIME: Statement = usage_statement!(usage_sum_lifetime!());
-static UNIQUE_USERS_THIS_MONTH: Statement = usage_statement!(usage_unique_users_this_month!());
-static MEMBERS: Statement = usage_statement!(usage_members!());
-
-/// The statement that reads `meter`'s usage, or none for a limit without a meter.
-pub fn statement_for(meter: &Meter) -> Option<&'static Statement> {
-    match (meter.measure, meter.window) {
-        (Measure::Members, _) => Some(&MEMBERS),
-        (Measure::Sum, Window::Lifetime) => Some(&SUM_LIFETIME),
-        (Measure::Sum, _) => Some(&SUM_THIS_MONTH),
-        (Measure::UniqueUsers, _) => Some(&UNIQUE_USERS_THIS_MONTH),
-        (Measure::Unmetered, _) => None,
+/// What a SPI query run here would see (see the module comment).
+fn visibility() -> Visibility {
+    // SAFETY: reads the backend's transaction state.
+    if unsafe { pg_sys::GetCurrentTransactionIdIfAny() } == pg_sys::InvalidTransactionId {
+        Visibility::Statement
+    } else {
+        Visibility::NextStatement
     }
 }
 
-/// `meter`'s usage in `org` now, as this statement's snapshot sees it.
-pub fn usage(client: &SpiClient<'_>, org: Uuid, meter: &Meter) -> f64 {
-    let Some(statement) = statement_for(meter) else {
+/// Adds up a numeric or bigint column over a meter's rows.
+#[derive(Default)]
+struct Total(Option<AnyNumeric>);
+
+impl Total {
+    fn add(&mut self, value: Option<pg_sys::Datum>, type_oid: pg_sys::Oid) {
+        // SAFETY: the datum is a non-null column of the type named, read while pinned; the
+        // numeric is copied into Rust memory.
+        let Some(n) = value.and_then(|d| unsafe {
+            if type_oid == pg_sys::NUMERICOID {
+                AnyNumeric::from_polymorphic_datum(d, false, type_oid)
+            } else {
+                i64::from_polymorphic_datum(d, false, type_oid).map(AnyNumeric::from)
+            }
+        }) else {
+            return;
+        };
+        self.0 = Some(match self.0.take() {
+            Some(sum) => sum + n,
+            None => n,
+        });
+    }
+
+    fn value(self) -> f64 {
+        self.0.map_or(0.0, |n| f64::try_from(n).unwrap_or(f64::NAN))
+    }
+}
+
+/// `meter`'s usage in `org` now.
+pub fn usage(catalog: &PlanCatalog, org: Uuid, meter: &Meter) -> f64 {
+    let schema = catalog.schema;
+    let visibility = visibility();
+    let (column, type_oid, this_month) = match (meter.measure, meter.window) {
+        (Measure::Members, _) => {
+            if meter.event_type.is_some() {
+                return 0.0;
+            }
+            let probe = Probe {
+                table: c"organizations",
+                index: c"organizations_pkey",
+                keys: &[Key::Uuid(org)],
+                columns: &[c"member_count"],
+            };
+            let mut members = 0.0;
+            index_reads::scan(schema, &probe, visibility, |row| {
+                // SAFETY: member_count is an integer column of a pinned row.
+                members = row[0]
+                    .and_then(|d| unsafe { i32::from_datum(d, false) })
+                    .map_or(0.0, f64::from);
+            });
+            return members;
+        }
+        (Measure::Unmetered, _) => return 0.0,
+        (Measure::Sum, Window::Lifetime) => (c"total_quantity", pg_sys::NUMERICOID, false),
+        (Measure::Sum, _) => (c"total_quantity", pg_sys::NUMERICOID, true),
+        (Measure::UniqueUsers, _) => (c"unique_users", pg_sys::INT8OID, true),
+    };
+    let Some(event_type) = meter.event_type.as_deref() else {
         return 0.0;
     };
-    spi::one::<f64>(
-        client,
-        statement,
-        &[
-            None::<Uuid>.into(),
-            org.into(),
-            meter.event_type.as_deref().into(),
-        ],
-        "reading usage",
-    )
-    .unwrap_or(0.0)
+    let month;
+    let mut keys = vec![Key::Uuid(org), Key::Text(event_type), Key::Text("monthly")];
+    if this_month {
+        month = this_month_start();
+        keys.push(Key::Timestamptz(month));
+    }
+    let mut total = Total::default();
+    // Folded rollups, then the counts not folded yet.
+    for (table, index) in [
+        (c"usage_aggregations", c"usage_aggregations_bucket_key"),
+        (c"usage_counters", c"usage_counters_pkey"),
+    ] {
+        let probe = Probe {
+            table,
+            index,
+            keys: &keys,
+            columns: &[column],
+        };
+        index_reads::scan(schema, &probe, visibility, |row| {
+            total.add(row[0], type_oid)
+        });
+    }
+    total.value()
 }

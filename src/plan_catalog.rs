@@ -113,6 +113,8 @@ impl Enforcement {
 }
 
 pub struct PlanCatalog {
+    /// The extension's schema (where the catalog's tables are), for reads by index.
+    pub schema: pg_sys::Oid,
     limits: HashMap<String, Meter>,
     flags_key: HashSet<String>,
     limit_values: HashMap<(String, String), (Option<i64>, Enforcement)>,
@@ -207,11 +209,16 @@ static PLAN_FLAGS: Statement = Statement::write(
     &[],
 );
 
-/// The cached catalog, loaded on first use and after any change to its tables.
-pub fn get(client: &mut SpiClient<'_>) -> Rc<PlanCatalog> {
+/// The cached catalog, if loaded and unchanged since.
+pub fn cached() -> Option<Rc<PlanCatalog>> {
     // SAFETY: processes queued invalidations, as any lock acquisition would.
     unsafe { pg_sys::AcceptInvalidationMessages() };
-    if let Some(c) = CACHE.with(|c| c.borrow().clone()) {
+    CACHE.with(|c| c.borrow().clone())
+}
+
+/// The cached catalog, loaded on first use and after any change to its tables.
+pub fn get(client: &mut SpiClient<'_>) -> Rc<PlanCatalog> {
+    if let Some(c) = cached() {
         return c;
     }
     register_callback();
@@ -231,6 +238,8 @@ pub fn get(client: &mut SpiClient<'_>) -> Rc<PlanCatalog> {
     let generation = GENERATION.with(|g| g.get());
 
     let mut catalog = PlanCatalog {
+        // SAFETY: a syscache lookup of a relation this statement just resolved.
+        schema: unsafe { pg_sys::get_rel_namespace(watched[0]) },
         limits: HashMap::new(),
         flags_key: HashSet::new(),
         limit_values: HashMap::new(),

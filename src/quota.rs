@@ -248,17 +248,17 @@ pub fn admit(
                         turn_taken = true;
                     }
                     if meter.measure == Measure::UniqueUsers {
-                        let now = meters::usage(client, event.org, meter);
+                        let now = meters::usage(catalog, event.org, meter);
                         if now + event.pending + more > n as f64 {
                             return Err(Refusal::limit_reached(key, n, now + event.pending, more));
                         }
                     } else {
-                        grant(client, event, key, meter, n, more, monthly)?;
+                        grant(client, catalog, event, key, meter, n, more, monthly)?;
                     }
                 }
             }
             (Limit::Capped(n), Enforcement::Soft) if more > 0.0 => {
-                let now = meters::usage(client, event.org, meter);
+                let now = meters::usage(catalog, event.org, meter);
                 over_soft |= now + event.pending + more > n as f64;
             }
             _ => {}
@@ -269,8 +269,10 @@ pub fn admit(
 
 /// Under the meter's turn: reclaims idle leases and grants this writer a share of what is
 /// left, or refuses when even one event's worth is not left once leases in use are returned.
+#[allow(clippy::too_many_arguments)]
 fn grant(
     client: &mut SpiClient<'_>,
+    catalog: &PlanCatalog,
     event: &Candidate,
     key: &str,
     meter: &crate::plan_catalog::Meter,
@@ -288,7 +290,7 @@ fn grant(
         )
         .unwrap_or(0.0)
     };
-    let mut usage = meters::usage(client, event.org, meter) + event.pending;
+    let mut usage = meters::usage(catalog, event.org, meter) + event.pending;
     let mut held = outstanding(client);
     let mut left = limit as f64 - usage - held;
     if more > left && held > 0.0 {
@@ -300,7 +302,7 @@ fn grant(
     if more > left && held > 0.0 {
         // Leases in use hold the rest: wait for them to finish, then count again.
         spi::run(client, &RECLAIM_ALL, &[event.org.into(), key.into()], what);
-        usage = meters::usage(client, event.org, meter) + event.pending;
+        usage = meters::usage(catalog, event.org, meter) + event.pending;
         left = limit as f64 - usage;
     }
     if more > left {

@@ -384,13 +384,7 @@ impl Accepted {
 
 /// What `check_feature_access` would say after the event: every limit of `plan` that counts
 /// the event's type, with its usage read now.
-fn limits_answer(
-    client: &SpiClient<'_>,
-    catalog: &PlanCatalog,
-    plan: &str,
-    r: &Request,
-    role: Role,
-) -> Map<String, Value> {
+fn limits_answer(catalog: &PlanCatalog, plan: &str, r: &Request, role: Role) -> Map<String, Value> {
     let mut limits = Map::new();
     for (key, meter) in catalog.limits_counting(&r.event_type) {
         let after = LimitStatus::of(
@@ -398,7 +392,7 @@ fn limits_answer(
             plan,
             key,
             meter,
-            meters::usage(client, r.org, meter),
+            meters::usage(catalog, r.org, meter),
         );
         let mut out = Map::new();
         after.describe(Some(role), &mut out);
@@ -427,7 +421,7 @@ fn answer(
     out.insert("over_limit".into(), json!(over_limit));
     out.insert(
         "limits".into(),
-        Value::Object(limits_answer(client, catalog, plan, r, role)),
+        Value::Object(limits_answer(catalog, plan, r, role)),
     );
     let answer = Value::Object(out);
     if let Some(key) = &r.key {
