@@ -22,6 +22,8 @@ use pgrx::prelude::*;
 use pgrx::{AnyNumeric, PgTupleDesc, Uuid};
 
 use crate::errors;
+use crate::index_reads::{self, InPlace, Key, Probe};
+use crate::metering::Period;
 use crate::spi::{self, types, Statement};
 
 /// The one event of a single-row INSERT.
@@ -57,6 +59,8 @@ thread_local! {
 #[derive(Clone)]
 struct Writer {
     owner: pg_sys::Oid,
+    /// The schema of the counters (the extension's).
+    schema: pg_sys::Oid,
     search_path: CString,
     active_users: pg_sys::Oid,
 }
@@ -80,7 +84,7 @@ static COUNT_ONE: Statement = Statement::write(
          SET total_quantity = c.total_quantity + excluded.total_quantity,
              event_count    = c.event_count + excluded.event_count,
              unique_users   = c.unique_users + excluded.unique_users
-     RETURNING c.period_start, usage_bucket_end(c.period, c.period_start)",
+     RETURNING c.period_start, usage_bucket_end(c.period, c.period_start), c.period",
     &[
         types::UUID,
         types::TEXT,
@@ -90,16 +94,23 @@ static COUNT_ONE: Statement = Statement::write(
     ],
 );
 
-/// One event whose user is known in both buckets, or who has none: its counter rows only.
+/// One event whose user is known in both buckets, or who has none: its counter rows of the
+/// periods `$5` (those not updated in place), only.
 static COUNT_ONE_KNOWN: Statement = Statement::write(
     "INSERT INTO usage_counters AS c
          (organization_id, event_type, period, period_start, writer, total_quantity, event_count, unique_users)
      SELECT $1, $2, p.period, usage_bucket_start(p.period, $4), usage_writer(), $3, 1, 0
-     FROM (VALUES ('daily'), ('monthly')) AS p (period)
+     FROM pg_catalog.unnest($5::text[]) AS p (period)
      ON CONFLICT (organization_id, event_type, period, period_start, writer) DO UPDATE
          SET total_quantity = c.total_quantity + excluded.total_quantity,
              event_count    = c.event_count + excluded.event_count",
-    &[types::UUID, types::TEXT, types::NUMERIC, types::TIMESTAMPTZ],
+    &[
+        types::UUID,
+        types::TEXT,
+        types::NUMERIC,
+        types::TIMESTAMPTZ,
+        types::TEXT_ARRAY,
+    ],
 );
 
 /// Many events, from the transition table: per bucket the quantities, the events and the
@@ -158,7 +169,16 @@ pub fn count_usage_events<'a>(
         1 => {
             let event = single_event(data)?;
             register_callbacks();
-            as_counter_owner(|| Spi::connect_mut(|client| count_one(client, &event)));
+            if user_is_known(&event) {
+                let left = add_in_place(&event);
+                if !left.is_empty() {
+                    as_counter_owner(|| {
+                        Spi::connect_mut(|client| count_known(client, &event, &left))
+                    });
+                }
+            } else {
+                as_counter_owner(|| Spi::connect_mut(|client| count_one(client, &event)));
+            }
         }
         _ => as_counter_owner(|| {
             Spi::connect_mut(|client| {
@@ -202,31 +222,100 @@ fn single_event(data: &pg_sys::TriggerData) -> Result<SingleEvent, pgrx::datum::
     }
 }
 
-/// Counts a single event; remembers its user as known in its buckets once this commits.
-fn count_one(client: &mut pgrx::spi::SpiClient<'_>, event: &SingleEvent) {
+/// True when the event has no user, or its user is known to be counted in both buckets the
+/// event falls in (so no row of usage_active_users is needed).
+fn user_is_known(event: &SingleEvent) -> bool {
     let at = event.occurred_at.into_inner();
-    let key = event.user.map(|u| (event.org, event.event_type.clone(), u));
-    let known = key.as_ref().is_none_or(|key| {
+    event.user.is_none_or(|user| {
         KNOWN_USERS.with(|k| {
             k.borrow()
-                .get(key)
+                .get(&(event.org, event.event_type.clone(), user))
                 .is_some_and(|b| b.iter().all(|(start, end)| *start <= at && at < *end))
         })
-    });
-    if known {
-        spi::run(
-            client,
-            &COUNT_ONE_KNOWN,
-            &[
-                event.org.into(),
-                event.event_type.clone().into(),
-                event.quantity.clone().into(),
-                event.occurred_at.into(),
+    })
+}
+
+/// Adds the event to this backend's existing counter rows of its buckets in place, without a
+/// query (src/index_reads.rs); returns the periods left for the upsert: a bucket whose bounds
+/// are not remembered yet, whose row does not exist yet or was just folded or pruned by
+/// `aggregate_usage()`, or any bucket under REPEATABLE READ.
+fn add_in_place(event: &SingleEvent) -> Vec<Period> {
+    let at = event.occurred_at.into_inner();
+    let schema = writer().schema;
+    let writer_id = crate::metering::usage_writer();
+    let mut left = Vec::new();
+    for period in [Period::Daily, Period::Monthly] {
+        let Some((start, _)) = period.known_bucket(at) else {
+            left.push(period);
+            continue;
+        };
+        let probe = Probe {
+            table: c"usage_counters",
+            index: c"usage_counters_pkey",
+            keys: &[
+                Key::Uuid(event.org),
+                Key::Text(&event.event_type),
+                Key::Text(period.as_str()),
+                Key::Timestamptz(start),
+                Key::Int4(writer_id),
             ],
-            "counting a usage event",
-        );
-        return;
+            columns: &[c"total_quantity", c"event_count"],
+        };
+        let done = index_reads::update_in_place(schema, &probe, |row| {
+            // SAFETY: the columns are a numeric and a bigint, non-null, read while pinned.
+            let (Some(total), Some(events)) = (unsafe {
+                (
+                    AnyNumeric::from_polymorphic_datum(row[0], false, pg_sys::NUMERICOID),
+                    i64::from_polymorphic_datum(row[1], false, pg_sys::INT8OID),
+                )
+            }) else {
+                return false;
+            };
+            // An overflow is left to the upsert, which reports it.
+            let Some(events) = events.checked_add(1) else {
+                return false;
+            };
+            let Some(total) = (total + event.quantity.clone()).into_datum() else {
+                return false;
+            };
+            row[0] = total;
+            row[1] = pg_sys::Datum::from(events);
+            true
+        });
+        if done != InPlace::Updated {
+            left.push(period);
+        }
     }
+    left
+}
+
+/// Counts an event whose user is known (or absent) into the buckets of `periods`.
+fn count_known(client: &mut pgrx::spi::SpiClient<'_>, event: &SingleEvent, periods: &[Period]) {
+    let periods: Vec<&str> = periods.iter().map(|p| p.as_str()).collect();
+    spi::run(
+        client,
+        &COUNT_ONE_KNOWN,
+        &[
+            event.org.into(),
+            event.event_type.clone().into(),
+            event.quantity.clone().into(),
+            event.occurred_at.into(),
+            periods.into(),
+        ],
+        "counting a usage event",
+    );
+    // The bounds of the event's buckets, remembered for its next events' in-place counting.
+    let at = event.occurred_at.into_inner();
+    for period in [Period::Daily, Period::Monthly] {
+        period.bucket(at);
+    }
+}
+
+/// Counts a single event whose user may be new to its buckets; remembers the user as known
+/// there once this commits.
+fn count_one(client: &mut pgrx::spi::SpiClient<'_>, event: &SingleEvent) {
+    let key = event.user.map(|u| (event.org, event.event_type.clone(), u));
+    let generation = crate::function_memo::generation();
     let buckets = client
         .update(
             COUNT_ONE.prepared(client),
@@ -244,7 +333,12 @@ fn count_one(client: &mut pgrx::spi::SpiClient<'_>, event: &SingleEvent) {
         .filter_map(|row| {
             let start = row.get::<TimestampWithTimeZone>(1).ok().flatten()?;
             let end = row.get::<TimestampWithTimeZone>(2).ok().flatten()?;
-            Some((start.into_inner(), end.into_inner()))
+            let period = row.get::<String>(3).ok().flatten()?;
+            let (start, end) = (start.into_inner(), end.into_inner());
+            // The event's next ones in these buckets count in place (add_in_place).
+            Period::parse(&period, "counting a usage event")
+                .remember_bucket(generation, start, end);
+            Some((start, end))
         })
         .collect();
     if let (Some(key), 2) = (key, bounds.len()) {
@@ -293,7 +387,7 @@ fn as_counter_owner<R>(f: impl FnOnce() -> R) -> R {
 // schema name is quoted in Rust, so nothing the caller defines can choose the path the
 // counters are then written with.
 static COUNTER_OWNER: Statement = Statement::read(
-    "SELECT c.relowner, n.nspname::pg_catalog.text, a.oid
+    "SELECT c.relowner, n.nspname::pg_catalog.text, a.oid, n.oid
      FROM pg_catalog.pg_extension e
      JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace
      JOIN pg_catalog.pg_class c ON c.relnamespace OPERATOR(pg_catalog.=) n.oid
@@ -316,9 +410,10 @@ fn writer() -> Writer {
             .unwrap_or_else(|e| errors::internal("finding the owner of usage_counters", e));
         let row = table.first();
         let owner: Option<pg_sys::Oid> = row.get(1).unwrap_or(None);
-        let schema: Option<String> = row.get(2).unwrap_or(None);
+        let schema_name: Option<String> = row.get(2).unwrap_or(None);
         let active_users: Option<pg_sys::Oid> = row.get(3).unwrap_or(None);
-        let search_path = schema
+        let schema: Option<pg_sys::Oid> = row.get(4).unwrap_or(None);
+        let search_path = schema_name
             .and_then(|schema| CString::new(schema).ok())
             .and_then(|schema| {
                 // SAFETY: quote_identifier reads a NUL-terminated name and returns it, or a
@@ -326,9 +421,10 @@ fn writer() -> Writer {
                 let quoted = unsafe { CStr::from_ptr(pg_sys::quote_identifier(schema.as_ptr())) };
                 CString::new(format!("pg_catalog, {}, pg_temp", quoted.to_string_lossy())).ok()
             });
-        match (owner, search_path, active_users) {
-            (Some(owner), Some(search_path), Some(active_users)) => Writer {
+        match (owner, search_path, active_users, schema) {
+            (Some(owner), Some(search_path), Some(active_users), Some(schema)) => Writer {
                 owner,
+                schema,
                 search_path,
                 active_users,
             },
@@ -476,5 +572,59 @@ mod tests {
             Some(4),
             "two users, each in a daily and a monthly bucket"
         );
+    }
+
+    /// How many times SQL called usage_writer() in this transaction (track_functions = all):
+    /// the upsert does, counting in place does not.
+    fn counting_queries() -> i64 {
+        Spi::get_one::<i64>(
+            "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_xact_user_functions WHERE funcname = 'usage_writer'",
+        )
+        .unwrap()
+        .unwrap()
+    }
+
+    /// A single event whose counter rows exist is added to them in place, without a query;
+    /// the count is the same as the upsert's, in the same rows. A trigger an operator puts on
+    /// usage_counters' updates is honoured: counting then goes through SQL, which fires it.
+    #[pg_test]
+    fn counter_rows_are_updated_in_place_unless_an_update_trigger_needs_sql() {
+        let org = org();
+        Spi::run("SET LOCAL track_functions = 'all'").unwrap();
+        let event = format!(
+            "INSERT INTO usage_events (organization_id, user_id, event_type, quantity) VALUES ('{org}', NULL, 'api_call', 1.5)"
+        );
+        Spi::run(&event).unwrap();
+        Spi::run(&event).unwrap();
+        let before = counting_queries();
+        assert!(
+            before > 0,
+            "the first events create the rows through the upsert"
+        );
+        Spi::run(&event).unwrap();
+        assert_eq!(counting_queries(), before, "the third event ran no query");
+        assert_eq!(counted(&org, "monthly"), "4.5/3/0");
+        assert_eq!(counted(&org, "daily"), "4.5/3/0");
+        let rows = Spi::get_one::<i64>(&format!(
+            "SELECT count(*) FROM usage_counters WHERE organization_id = '{org}'"
+        ))
+        .unwrap();
+        assert_eq!(rows, Some(2), "one row per bucket for this writer");
+
+        Spi::run(
+            "CREATE TABLE counter_updates (period text);
+             CREATE FUNCTION log_counter_update() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN INSERT INTO counter_updates VALUES (NEW.period); RETURN NEW; END $$;
+             CREATE TRIGGER log_counter_update AFTER UPDATE ON usage_counters
+               FOR EACH ROW EXECUTE FUNCTION log_counter_update()",
+        )
+        .unwrap();
+        Spi::run(&event).unwrap();
+        let logged = Spi::get_one::<String>(
+            "SELECT string_agg(period, ',' ORDER BY period) FROM counter_updates",
+        )
+        .unwrap();
+        assert_eq!(logged.as_deref(), Some("daily,monthly"));
+        assert_eq!(counted(&org, "monthly"), "6.0/4/0");
     }
 }

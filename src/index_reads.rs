@@ -20,6 +20,7 @@ pub enum Key<'a> {
     Uuid(Uuid),
     Text(&'a str),
     Timestamptz(pg_sys::TimestampTz),
+    Int4(i32),
 }
 
 /// Which rows a probe sees.
@@ -44,6 +45,171 @@ pub struct Probe<'a> {
 /// The most columns a probe reads.
 const MAX_COLUMNS: usize = 4;
 
+/// An index scan in progress: the relations (locked until the transaction ends), the scan,
+/// the slot rows land in, and whether a snapshot was pushed for it.
+struct OpenScan {
+    table: pg_sys::Relation,
+    index: pg_sys::Relation,
+    scan: pg_sys::IndexScanDesc,
+    slot: *mut pg_sys::TupleTableSlot,
+    pushed: bool,
+}
+
+impl OpenScan {
+    /// Opens `probe`'s table and index with `lock` and starts the scan.
+    ///
+    /// # Safety
+    /// Inside a transaction; `close` must be called on every path that does not raise.
+    unsafe fn open(
+        schema: pg_sys::Oid,
+        probe: &Probe<'_>,
+        visibility: Visibility,
+        lock: pg_sys::LOCKMODE,
+    ) -> OpenScan {
+        let what = "reading by index";
+        // SAFETY: as the function's contract says.
+        unsafe {
+            let table_oid = pg_sys::get_relname_relid(probe.table.as_ptr(), schema);
+            let index_oid = pg_sys::get_relname_relid(probe.index.as_ptr(), schema);
+            if table_oid == pg_sys::InvalidOid || index_oid == pg_sys::InvalidOid {
+                errors::internal(
+                    what,
+                    format!(
+                        "{} or its index {} is missing",
+                        probe.table.to_string_lossy(),
+                        probe.index.to_string_lossy()
+                    ),
+                );
+            }
+            let table = pg_sys::table_open(table_oid, lock);
+            let index = pg_sys::index_open(index_oid, lock);
+            if probe.keys.len() > (*(*index).rd_index).indnkeyatts as usize {
+                errors::internal(what, "more keys than the index has columns");
+            }
+            let mut keys: Vec<pg_sys::ScanKeyData> = Vec::with_capacity(probe.keys.len());
+            for (i, key) in probe.keys.iter().enumerate() {
+                let (procedure, argument) = match key {
+                    Key::Uuid(u) => {
+                        let bytes = pg_sys::palloc(16) as *mut u8;
+                        std::ptr::copy_nonoverlapping(u.as_bytes().as_ptr(), bytes, 16);
+                        (pg_sys::F_UUID_EQ, pg_sys::Datum::from(bytes))
+                    }
+                    Key::Text(s) => (
+                        pg_sys::F_TEXTEQ,
+                        pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
+                            s.as_ptr().cast(),
+                            s.len() as i32,
+                        )),
+                    ),
+                    Key::Timestamptz(t) => (pg_sys::F_TIMESTAMPTZ_EQ, pg_sys::Datum::from(*t)),
+                    Key::Int4(n) => (pg_sys::F_INT4EQ, pg_sys::Datum::from(*n)),
+                };
+                let mut k: pg_sys::ScanKeyData = std::mem::zeroed();
+                pg_sys::ScanKeyEntryInitialize(
+                    &mut k,
+                    0,
+                    (i + 1) as pg_sys::AttrNumber,
+                    pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+                    pg_sys::InvalidOid,
+                    // The index column's collation: text keys compare as the index does.
+                    *(*index).rd_indcollation.add(i),
+                    pg_sys::Oid::from(procedure),
+                    argument,
+                );
+                keys.push(k);
+            }
+            let pushed = match visibility {
+                Visibility::Statement if pg_sys::ActiveSnapshotSet() => false,
+                Visibility::Statement => {
+                    pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+                    true
+                }
+                Visibility::NextStatement => {
+                    // What SPI does before each statement of a VOLATILE function.
+                    pg_sys::CommandCounterIncrement();
+                    pg_sys::PushCopiedSnapshot(pg_sys::GetTransactionSnapshot());
+                    pg_sys::UpdateActiveSnapshotCommandId();
+                    true
+                }
+            };
+            let scan = pg_sys::index_beginscan(
+                table,
+                index,
+                pg_sys::GetActiveSnapshot(),
+                keys.len() as i32,
+                0,
+            );
+            // The scan keeps its own copy of the keys.
+            pg_sys::index_rescan(
+                scan,
+                keys.as_mut_ptr(),
+                keys.len() as i32,
+                std::ptr::null_mut(),
+                0,
+            );
+            let slot = pg_sys::table_slot_create(table, std::ptr::null_mut());
+            OpenScan {
+                table,
+                index,
+                scan,
+                slot,
+                pushed,
+            }
+        }
+    }
+
+    /// The next matching row visible to the scan, in `self.slot`.
+    fn next(&mut self) -> bool {
+        // SAFETY: the scan and slot are open until `close`.
+        unsafe {
+            pg_sys::index_getnext_slot(
+                self.scan,
+                pg_sys::ScanDirection::ForwardScanDirection,
+                self.slot,
+            )
+        }
+    }
+
+    /// Ends the scan; the locks stay until the transaction ends, as a query's would.
+    fn close(self) {
+        // SAFETY: frees what `open` created, once.
+        unsafe {
+            pg_sys::ExecDropSingleTupleTableSlot(self.slot);
+            pg_sys::index_endscan(self.scan);
+            if self.pushed {
+                pg_sys::PopActiveSnapshot();
+            }
+            pg_sys::index_close(self.index, pg_sys::NoLock as pg_sys::LOCKMODE);
+            pg_sys::table_close(self.table, pg_sys::NoLock as pg_sys::LOCKMODE);
+        }
+    }
+}
+
+/// The attribute numbers of `columns` in `table`.
+fn attnums(table: pg_sys::Relation, name: &CStr, columns: &[&CStr]) -> [i32; MAX_COLUMNS] {
+    let what = "reading by index";
+    if columns.len() > MAX_COLUMNS {
+        errors::internal(what, "too many columns for one probe");
+    }
+    let mut attnums = [0i32; MAX_COLUMNS];
+    for (i, column) in columns.iter().enumerate() {
+        // SAFETY: a syscache lookup on an open relation.
+        let attnum = unsafe { pg_sys::get_attnum((*table).rd_id, column.as_ptr()) };
+        if attnum <= 0 {
+            errors::internal(
+                what,
+                format!(
+                    "{} has no column {}",
+                    name.to_string_lossy(),
+                    column.to_string_lossy()
+                ),
+            );
+        }
+        attnums[i] = attnum as i32;
+    }
+    attnums
+}
+
 /// Calls `row` with the columns of each row matching the probe's keys, visible as `visibility`
 /// says. A datum points into a pinned buffer: `row` copies or converts what it keeps.
 pub fn scan(
@@ -52,112 +218,24 @@ pub fn scan(
     visibility: Visibility,
     mut row: impl FnMut(&[Option<pg_sys::Datum>]),
 ) {
-    let what = "reading by index";
-    if probe.columns.len() > MAX_COLUMNS {
-        errors::internal(what, "too many columns for one probe");
-    }
-    // SAFETY: called inside a transaction (from a SQL function); the relations are opened
-    // and locked before use, scan state is freed before return, and datums are handed out
-    // only while the scan holds their buffer pinned.
-    unsafe {
-        let table_oid = pg_sys::get_relname_relid(probe.table.as_ptr(), schema);
-        let index_oid = pg_sys::get_relname_relid(probe.index.as_ptr(), schema);
-        if table_oid == pg_sys::InvalidOid || index_oid == pg_sys::InvalidOid {
-            errors::internal(
-                what,
-                format!(
-                    "{} or its index {} is missing",
-                    probe.table.to_string_lossy(),
-                    probe.index.to_string_lossy()
-                ),
-            );
-        }
-        let mut attnums = [0i32; MAX_COLUMNS];
-        for (i, name) in probe.columns.iter().enumerate() {
-            let attnum = pg_sys::get_attnum(table_oid, name.as_ptr());
-            if attnum <= 0 {
-                errors::internal(
-                    what,
-                    format!(
-                        "{} has no column {}",
-                        probe.table.to_string_lossy(),
-                        name.to_string_lossy()
-                    ),
-                );
-            }
-            attnums[i] = attnum as i32;
-        }
-        let attnums = &attnums[..probe.columns.len()];
-        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
-        let table = pg_sys::table_open(table_oid, lock);
-        let index = pg_sys::index_open(index_oid, lock);
-        if probe.keys.len() > (*(*index).rd_index).indnkeyatts as usize {
-            errors::internal(what, "more keys than the index has columns");
-        }
-        let mut keys: Vec<pg_sys::ScanKeyData> = Vec::with_capacity(probe.keys.len());
-        for (i, key) in probe.keys.iter().enumerate() {
-            let (procedure, argument) = match key {
-                Key::Uuid(u) => {
-                    let bytes = pg_sys::palloc(16) as *mut u8;
-                    std::ptr::copy_nonoverlapping(u.as_bytes().as_ptr(), bytes, 16);
-                    (pg_sys::F_UUID_EQ, pg_sys::Datum::from(bytes))
-                }
-                Key::Text(s) => (
-                    pg_sys::F_TEXTEQ,
-                    pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
-                        s.as_ptr().cast(),
-                        s.len() as i32,
-                    )),
-                ),
-                Key::Timestamptz(t) => (pg_sys::F_TIMESTAMPTZ_EQ, pg_sys::Datum::from(*t)),
-            };
-            let mut k: pg_sys::ScanKeyData = std::mem::zeroed();
-            pg_sys::ScanKeyEntryInitialize(
-                &mut k,
-                0,
-                (i + 1) as pg_sys::AttrNumber,
-                pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
-                pg_sys::InvalidOid,
-                // The index column's collation: text keys compare as the index does.
-                *(*index).rd_indcollation.add(i),
-                pg_sys::Oid::from(procedure),
-                argument,
-            );
-            keys.push(k);
-        }
-
-        let pushed = match visibility {
-            Visibility::Statement if pg_sys::ActiveSnapshotSet() => false,
-            Visibility::Statement => {
-                pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-                true
-            }
-            Visibility::NextStatement => {
-                // What SPI does before each statement of a VOLATILE function.
-                pg_sys::CommandCounterIncrement();
-                pg_sys::PushCopiedSnapshot(pg_sys::GetTransactionSnapshot());
-                pg_sys::UpdateActiveSnapshotCommandId();
-                true
-            }
-        };
-        let scan = pg_sys::index_beginscan(
-            table,
-            index,
-            pg_sys::GetActiveSnapshot(),
-            keys.len() as i32,
-            0,
-        );
-        pg_sys::index_rescan(
-            scan,
-            keys.as_mut_ptr(),
-            keys.len() as i32,
-            std::ptr::null_mut(),
-            0,
-        );
-        let slot = pg_sys::table_slot_create(table, std::ptr::null_mut());
-        let wanted = attnums.iter().copied().max().unwrap_or(0);
-        let mut columns = [None; MAX_COLUMNS];
-        while pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
+    // SAFETY: called inside a transaction (from a SQL function); the scan is closed below,
+    // and datums are handed out only while the scan holds their buffer pinned.
+    let mut open = unsafe {
+        OpenScan::open(
+            schema,
+            probe,
+            visibility,
+            pg_sys::AccessShareLock as pg_sys::LOCKMODE,
+        )
+    };
+    let attnums = attnums(open.table, probe.table, probe.columns);
+    let attnums = &attnums[..probe.columns.len()];
+    let wanted = attnums.iter().copied().max().unwrap_or(0);
+    let mut columns = [None; MAX_COLUMNS];
+    while open.next() {
+        // SAFETY: the slot holds the row just fetched; its attributes are deformed first.
+        unsafe {
+            let slot = open.slot;
             if ((*slot).tts_nvalid as i32) < wanted {
                 pg_sys::slot_getsomeattrs_int(slot, wanted);
             }
@@ -166,16 +244,186 @@ pub fn scan(
                 columns[i] =
                     (!*(*slot).tts_isnull.add(at)).then(|| (*slot).tts_values.add(at).read());
             }
-            row(&columns[..attnums.len()]);
         }
-        pg_sys::ExecDropSingleTupleTableSlot(slot);
-        pg_sys::index_endscan(scan);
-        if pushed {
-            pg_sys::PopActiveSnapshot();
+        row(&columns[..attnums.len()]);
+    }
+    open.close();
+}
+
+/// What `update_in_place` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum InPlace {
+    Updated,
+    /// No row matched, another transaction changed or removed it first, the change declined,
+    /// or the table has what a plain UPDATE would run that this does not (user triggers,
+    /// rules, other indexes): the caller runs its SQL instead.
+    NotDone,
+}
+
+/// Updates the one row matching `probe` (keys covering a unique index), as a new statement of
+/// a READ COMMITTED transaction would see it, with `change` (given the row's values; true
+/// to write them). The new version goes through the table access method like an UPDATE's,
+/// without planning or running one: for writers that change a row of their own per event.
+/// `probe.columns` are the columns handed to `change`, in that order.
+///
+/// It never waits for a conflict to resolve itself by guessing: when another transaction
+/// updated or deleted the row first (after waiting for it to finish), nothing is written and
+/// the caller's SQL (whose ON CONFLICT handles that case) runs instead.
+pub fn update_in_place(
+    schema: pg_sys::Oid,
+    probe: &Probe<'_>,
+    change: impl FnOnce(&mut [pg_sys::Datum]) -> bool,
+) -> InPlace {
+    // SAFETY: XactIsoLevel is the backend's own setting.
+    if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
+        // Its snapshot may not see the latest version; SQL raises what it must then.
+        return InPlace::NotDone;
+    }
+    // SAFETY: inside a transaction; the scan is closed on every path below.
+    let mut open = unsafe {
+        OpenScan::open(
+            schema,
+            probe,
+            Visibility::NextStatement,
+            pg_sys::RowExclusiveLock as pg_sys::LOCKMODE,
+        )
+    };
+    let attnums = attnums(open.table, probe.table, probe.columns);
+    let attnums = &attnums[..probe.columns.len()];
+    // SAFETY: the relations are open; the slots are created and dropped here, and the new
+    // version is written only if the old one is still the latest (table_tuple_update checks
+    // it under the buffer lock).
+    let done = unsafe {
+        if !plain_update_target(open.table, open.index) || !open.next() {
+            InPlace::NotDone
+        } else {
+            let old = open.slot;
+            pg_sys::slot_getallattrs(old);
+            let natts = (*(*open.table).rd_att).natts as usize;
+            let new = pg_sys::table_slot_create(open.table, std::ptr::null_mut());
+            pg_sys::ExecClearTuple(new);
+            std::ptr::copy_nonoverlapping((*old).tts_values, (*new).tts_values, natts);
+            std::ptr::copy_nonoverlapping((*old).tts_isnull, (*new).tts_isnull, natts);
+            let mut values = [pg_sys::Datum::from(0); MAX_COLUMNS];
+            let mut present = true;
+            for (i, attnum) in attnums.iter().enumerate() {
+                let at = (*attnum - 1) as usize;
+                present &= !*(*old).tts_isnull.add(at);
+                values[i] = (*old).tts_values.add(at).read();
+            }
+            let write = present && change(&mut values[..attnums.len()]);
+            let result = if write {
+                for (i, attnum) in attnums.iter().enumerate() {
+                    *(*new).tts_values.add((*attnum - 1) as usize) = values[i];
+                }
+                pg_sys::ExecStoreVirtualTuple(new);
+                let mut old_tid = (*old).tts_tid;
+                let mut failure: pg_sys::TM_FailureData = std::mem::zeroed();
+                let mut lock_mode: pg_sys::LockTupleMode::Type = 0;
+                let mut update_indexes = false;
+                let outcome = pg_sys::table_tuple_update(
+                    open.table,
+                    &mut old_tid,
+                    new,
+                    pg_sys::GetCurrentCommandId(true),
+                    pg_sys::GetActiveSnapshot(),
+                    std::ptr::null_mut(),
+                    true,
+                    &mut failure,
+                    &mut lock_mode,
+                    &mut update_indexes,
+                );
+                if outcome == pg_sys::TM_Result::TM_Ok {
+                    if update_indexes {
+                        insert_index_entry(open.table, open.index, new);
+                    }
+                    InPlace::Updated
+                } else {
+                    InPlace::NotDone
+                }
+            } else {
+                InPlace::NotDone
+            };
+            pg_sys::ExecDropSingleTupleTableSlot(new);
+            result
         }
-        // The locks stay until the transaction ends, as a query's would.
-        pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
-        pg_sys::table_close(table, pg_sys::NoLock as pg_sys::LOCKMODE);
+    };
+    open.close();
+    done
+}
+
+/// True when an UPDATE of `table` runs nothing but the heap update and `index`'s maintenance:
+/// a plain table, no rules, no user trigger on UPDATE (internal ones, such as foreign-key
+/// checks, fire only when their columns change, and these updates leave keys alone), and no
+/// index but `index`.
+///
+/// # Safety
+/// Both relations are open.
+unsafe fn plain_update_target(table: pg_sys::Relation, index: pg_sys::Relation) -> bool {
+    // SAFETY: reads the open relations' descriptors.
+    unsafe {
+        let form = (*table).rd_rel;
+        if (*form).relkind != pg_sys::RELKIND_RELATION as std::ffi::c_char || (*form).relhasrules {
+            return false;
+        }
+        let triggers = (*table).trigdesc;
+        if !triggers.is_null() {
+            for i in 0..(*triggers).numtriggers as usize {
+                let trigger = (*triggers).triggers.add(i);
+                if !(*trigger).tgisinternal
+                    && ((*trigger).tgtype as u32 & pg_sys::TRIGGER_TYPE_UPDATE) != 0
+                {
+                    return false;
+                }
+            }
+        }
+        let indexes = pg_sys::RelationGetIndexList(table);
+        let only_this = !indexes.is_null()
+            && (*indexes).length == 1
+            && (*(*indexes).elements).oid_value == (*index).rd_id;
+        pg_sys::list_free(indexes);
+        only_this
+    }
+}
+
+/// The index entry for a new version that is not heap-only, as an UPDATE's executor adds it
+/// (unique check included; the key did not change, which the index may use to clean up).
+///
+/// # Safety
+/// `slot` holds the version just written to `table`; `index` is `table`'s only index, on
+/// plain columns.
+unsafe fn insert_index_entry(
+    table: pg_sys::Relation,
+    index: pg_sys::Relation,
+    slot: *mut pg_sys::TupleTableSlot,
+) {
+    // SAFETY: as the function's contract says.
+    unsafe {
+        let info = pg_sys::BuildIndexInfo(index);
+        let mut values = [pg_sys::Datum::from(0); pg_sys::INDEX_MAX_KEYS as usize];
+        let mut isnull = [false; pg_sys::INDEX_MAX_KEYS as usize];
+        pg_sys::FormIndexDatum(
+            info,
+            slot,
+            std::ptr::null_mut(),
+            values.as_mut_ptr(),
+            isnull.as_mut_ptr(),
+        );
+        let check = if (*info).ii_Unique {
+            pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES
+        } else {
+            pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO
+        };
+        pg_sys::index_insert(
+            index,
+            values.as_mut_ptr(),
+            isnull.as_mut_ptr(),
+            &mut (*slot).tts_tid,
+            table,
+            check,
+            true,
+            info,
+        );
     }
 }
 

@@ -17,6 +17,7 @@ use crate::auth_context;
 #[allow(unused_imports)] // named in `requires` below
 use crate::counting::{count_usage_events, forget_active_users};
 use crate::errors;
+use crate::function_memo;
 use crate::spi::{self, types, Expect, Statement};
 
 pgrx::extension_sql_file!(
@@ -35,7 +36,7 @@ pgrx::extension_sql_file!(
 /// The counter row this backend writes: its backend slot, unique among running backends, so
 /// no two concurrent writers share a row.
 #[pg_extern(stable, parallel_safe)]
-fn usage_writer() -> i32 {
+pub fn usage_writer() -> i32 {
     // SAFETY: reads this backend's slot number, set once at backend start.
     unsafe { pg_sys::MyBackendId }
 }
@@ -64,6 +65,99 @@ impl Period {
             Period::Daily => "daily",
             Period::Monthly => "monthly",
         }
+    }
+}
+
+static BUCKET: Statement = Statement::read(
+    "SELECT usage_bucket_start($1, $2), usage_bucket_end($1, $2)",
+    &[types::TEXT, types::TIMESTAMPTZ],
+);
+
+/// Bucket bounds asked of SQL lately: (pg_proc generation, period, start, end).
+type KnownBucket = (u64, &'static str, pg_sys::TimestampTz, pg_sys::TimestampTz);
+
+thread_local! {
+    static KNOWN_BUCKETS: std::cell::RefCell<Vec<KnownBucket>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// How many bucket bounds a backend remembers (today's and this month's, and a few late ones).
+const KNOWN_BUCKETS_CAP: usize = 8;
+
+impl Period {
+    /// Remembers bounds that `usage_bucket_start`/`usage_bucket_end` returned for this period
+    /// under pg_proc `generation` (a statement that computed them anyway hands them over).
+    pub fn remember_bucket(
+        self,
+        generation: u64,
+        start: pg_sys::TimestampTz,
+        end: pg_sys::TimestampTz,
+    ) {
+        if function_memo::generation() != generation {
+            return;
+        }
+        let period = self.as_str();
+        KNOWN_BUCKETS.with(|k| {
+            let mut k = k.borrow_mut();
+            k.retain(|(g, p, s, _)| *g == generation && !(*p == period && *s == start));
+            if k.len() >= KNOWN_BUCKETS_CAP {
+                k.remove(0);
+            }
+            k.push((generation, period, start, end));
+        });
+    }
+
+    /// `bucket(at)` if remembered, without asking SQL.
+    pub fn known_bucket(
+        self,
+        at: pg_sys::TimestampTz,
+    ) -> Option<(pg_sys::TimestampTz, pg_sys::TimestampTz)> {
+        let period = self.as_str();
+        let generation = function_memo::generation();
+        KNOWN_BUCKETS.with(|k| {
+            k.borrow()
+                .iter()
+                .find(|(g, p, start, end)| {
+                    *g == generation && *p == period && *start <= at && at < *end
+                })
+                .map(|&(_, _, start, end)| (start, end))
+        })
+    }
+
+    /// `[usage_bucket_start(period, at), usage_bucket_end(period, at))`: asked of SQL (the one
+    /// place the formula lives) the first time, then remembered per backend until pg_proc
+    /// changes. On a miss it runs a query in the function's context: callers that run as the
+    /// caller switch to the owner's pinned search_path first.
+    pub fn bucket(self, at: pg_sys::TimestampTz) -> (pg_sys::TimestampTz, pg_sys::TimestampTz) {
+        if let Some(bounds) = self.known_bucket(at) {
+            return bounds;
+        }
+        let period = self.as_str();
+        let generation = function_memo::generation();
+        let what = "computing a usage bucket";
+        let at_tz = TimestampWithTimeZone::try_from(at)
+            .unwrap_or_else(|e| errors::internal(what, format!("{e:?}")));
+        let (start, end) = Spi::connect(|client| {
+            let row = client
+                .select(
+                    BUCKET.prepared(client),
+                    Some(1),
+                    &[period.into(), at_tz.into()],
+                )
+                .and_then(|t| {
+                    t.first()
+                        .get_two::<TimestampWithTimeZone, TimestampWithTimeZone>()
+                })
+                .or_fail(what);
+            match row {
+                (Some(start), Some(end)) => (start.into(), end.into()),
+                _ => errors::internal(what, "usage_bucket_start returned NULL"),
+            }
+        });
+        if function_memo::generation() == generation {
+            self.remember_bucket(generation, start, end);
+        }
+        (start, end)
     }
 }
 

@@ -6,55 +6,20 @@
 //! The rows are read through their unique indexes directly (src/index_reads.rs), with what a
 //! SPI query in the same place would see: the statement's snapshot until the transaction has
 //! written, a new one after (pgrx runs SPI read-only until then). This month's bucket is
-//! `usage_bucket_start('monthly', now())`, asked of SQL once a month per backend.
-use std::cell::Cell;
-
+//! `usage_bucket_start('monthly', now())`, asked of SQL once a month per backend
+//! (`Period::bucket`).
 use pgrx::pg_sys;
 use pgrx::{AnyNumeric, FromDatum, Uuid};
 
-use crate::function_memo;
 use crate::index_reads::{self, Key, Probe, Visibility};
+use crate::metering::Period;
 use crate::plan_catalog::{Measure, Meter, PlanCatalog, Window};
-use crate::spi::{self, Statement};
-
-static THIS_MONTH: Statement = Statement::read(
-    "SELECT usage_bucket_start('monthly', now()), usage_bucket_end('monthly', now())",
-    &[],
-);
-
-thread_local! {
-    // The pg_proc generation and this month's bucket [start, end) computed under it.
-    static MONTH: Cell<Option<(u64, pg_sys::TimestampTz, pg_sys::TimestampTz)>> =
-        const { Cell::new(None) };
-}
 
 /// `usage_bucket_start('monthly', now())`.
 fn this_month_start() -> pg_sys::TimestampTz {
     // SAFETY: reads the transaction's start time, which now() returns.
     let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
-    let generation = function_memo::generation();
-    if let Some((at, start, end)) = MONTH.with(Cell::get) {
-        if at == generation && start <= now && now < end {
-            return start;
-        }
-    }
-    let what = "reading this month's bucket";
-    let (start, end) = pgrx::Spi::connect(|client| {
-        let row = client
-            .select(THIS_MONTH.prepared(client), Some(1), &[])
-            .and_then(|t| {
-                t.first()
-                    .get_two::<pgrx::datum::TimestampWithTimeZone, pgrx::datum::TimestampWithTimeZone>()
-            });
-        match spi::Expect::or_fail(row, what) {
-            (Some(start), Some(end)) => (start.into(), end.into()),
-            _ => crate::errors::internal(what, "usage_bucket_start returned NULL"),
-        }
-    });
-    if function_memo::generation() == generation {
-        MONTH.with(|m| m.set(Some((generation, start, end))));
-    }
-    start
+    Period::Monthly.bucket(now).0
 }
 
 /// What a SPI query run here would see (see the module comment).
