@@ -58,12 +58,12 @@ fn feature_access(
             "check_feature_access: unknown feature key \"{feature_key}\""
         ))
     };
-    let Some(member_role) = member_role(&catalog, org_id, user_id) else {
+    let Some(member_role) = member_role(&catalog, org_id, user_id, Visibility::Statement) else {
         errors::insufficient_privilege(
             "check_feature_access: the user is not a member of this organization",
         )
     };
-    let (plan, status) = subscription(&catalog, org_id);
+    let (plan, status) = subscription(&catalog, org_id, Visibility::Statement);
     let usage = match &feature {
         Feature::Limit(meter) => Some(meters::usage(&catalog, org_id, meter)),
         _ => None,
@@ -83,7 +83,12 @@ fn feature_access(
 }
 
 /// `user`'s role in `org`, if a member.
-fn member_role(catalog: &PlanCatalog, org: Uuid, user: Uuid) -> Option<String> {
+pub fn member_role(
+    catalog: &PlanCatalog,
+    org: Uuid,
+    user: Uuid,
+    visibility: Visibility,
+) -> Option<String> {
     let probe = Probe {
         table: c"organization_members",
         index: c"organization_members_organization_id_user_id_key",
@@ -91,7 +96,7 @@ fn member_role(catalog: &PlanCatalog, org: Uuid, user: Uuid) -> Option<String> {
         columns: &[c"role"],
     };
     let mut role = None;
-    index_reads::scan(catalog.schema, &probe, Visibility::Statement, |row| {
+    index_reads::scan(catalog.schema, &probe, visibility, |row| {
         role = index_reads::text(row[0]);
     });
     role
@@ -99,7 +104,11 @@ fn member_role(catalog: &PlanCatalog, org: Uuid, user: Uuid) -> Option<String> {
 
 /// The plan in effect for `org` (`plan_in_effect` of its subscription; free without one) and
 /// the subscription's status.
-fn subscription(catalog: &PlanCatalog, org: Uuid) -> (String, Option<String>) {
+pub fn subscription(
+    catalog: &PlanCatalog,
+    org: Uuid,
+    visibility: Visibility,
+) -> (String, Option<String>) {
     let probe = Probe {
         table: c"org_subscriptions",
         index: c"org_subscriptions_organization_id_key",
@@ -107,11 +116,24 @@ fn subscription(catalog: &PlanCatalog, org: Uuid) -> (String, Option<String>) {
         columns: &[c"plan", c"status"],
     };
     let mut found = (None, None);
-    index_reads::scan(catalog.schema, &probe, Visibility::Statement, |row| {
+    index_reads::scan(catalog.schema, &probe, visibility, |row| {
         found = (index_reads::text(row[0]), index_reads::text(row[1]));
     });
     let (plan, status) = found;
     (plan_in_effect(plan, status.clone()), status)
+}
+
+/// Whether organization `org` exists.
+pub fn organization_exists(catalog: &PlanCatalog, org: Uuid, visibility: Visibility) -> bool {
+    let probe = Probe {
+        table: c"organizations",
+        index: c"organizations_pkey",
+        keys: &[Key::Uuid(org)],
+        columns: &[],
+    };
+    let mut exists = false;
+    index_reads::scan(catalog.schema, &probe, visibility, |_| exists = true);
+    exists
 }
 
 static PLAN_IN_EFFECT: Statement = Statement::read(

@@ -33,6 +33,19 @@ pub enum Visibility {
     NextStatement,
 }
 
+impl Visibility {
+    /// What a SPI query run here would see: pgrx runs SPI read-only (the statement's
+    /// snapshot) until the transaction has written, and as a new statement after.
+    pub fn of_spi() -> Visibility {
+        // SAFETY: reads the backend's transaction state.
+        if unsafe { pg_sys::GetCurrentTransactionIdIfAny() } == pg_sys::InvalidTransactionId {
+            Visibility::Statement
+        } else {
+            Visibility::NextStatement
+        }
+    }
+}
+
 /// A table read through one of its indexes, both named in `schema`.
 pub struct Probe<'a> {
     pub table: &'static CStr,

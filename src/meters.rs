@@ -22,16 +22,6 @@ fn this_month_start() -> pg_sys::TimestampTz {
     Period::Monthly.bucket(now).0
 }
 
-/// What a SPI query run here would see (see the module comment).
-fn visibility() -> Visibility {
-    // SAFETY: reads the backend's transaction state.
-    if unsafe { pg_sys::GetCurrentTransactionIdIfAny() } == pg_sys::InvalidTransactionId {
-        Visibility::Statement
-    } else {
-        Visibility::NextStatement
-    }
-}
-
 /// Adds up a numeric or bigint column over a meter's rows.
 #[derive(Default)]
 struct Total(Option<AnyNumeric>);
@@ -63,7 +53,7 @@ impl Total {
 /// `meter`'s usage in `org` now.
 pub fn usage(catalog: &PlanCatalog, org: Uuid, meter: &Meter) -> f64 {
     let schema = catalog.schema;
-    let visibility = visibility();
+    let visibility = Visibility::of_spi();
     let (column, type_oid, this_month) = match (meter.measure, meter.window) {
         (Measure::Members, _) => {
             if meter.event_type.is_some() {

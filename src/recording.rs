@@ -13,8 +13,9 @@ use pgrx::{AnyNumeric, Uuid};
 use serde_json::{json, Map, Value};
 
 use crate::auth_context;
-use crate::entitlements::{LimitStatus, Role};
+use crate::entitlements::{self, LimitStatus, Role};
 use crate::errors;
+use crate::index_reads::Visibility;
 use crate::jsonb::RawJsonb;
 use crate::meters;
 use crate::plan_catalog::{self, PlanCatalog};
@@ -108,33 +109,15 @@ fn check_shape(event_type: &str, key: Option<&str>) -> Result<(), Refusal> {
     Ok(())
 }
 
-static MEMBERSHIP: Statement = Statement::read(
-    "SELECT (SELECT m.role FROM organization_members m WHERE m.organization_id = $1 AND m.user_id = $2),
-            coalesce(plan_in_effect(s.plan, s.status), 'free'),
-            EXISTS (SELECT 1 FROM organizations o WHERE o.id = $1)
-     FROM (SELECT) AS one
-     LEFT JOIN org_subscriptions s ON s.organization_id = $1",
-    &[types::UUID, types::UUID],
-);
-
 /// The caller's role in `org` and the plan in effect there, or why they may not record.
-fn authorize(
-    client: &SpiClient<'_>,
-    org: Uuid,
-    caller: &Caller,
-) -> Result<(Role, String), Refusal> {
-    let what = "reading the membership";
-    let table = client
-        .select(
-            MEMBERSHIP.prepared(client),
-            Some(1),
-            &[org.into(), caller.uid.into()],
-        )
-        .or_fail(what);
-    let row = table.first();
-    let role: Option<String> = row.get(1).or_fail(what);
-    let plan: String = row.get(2).or_fail(what).unwrap_or_else(|| "free".into());
-    let exists: bool = row.get(3).or_fail(what).unwrap_or(false);
+/// Read through the indexes, as a query here would see them (src/index_reads.rs).
+fn authorize(catalog: &PlanCatalog, org: Uuid, caller: &Caller) -> Result<(Role, String), Refusal> {
+    let visibility = Visibility::of_spi();
+    let role = caller
+        .uid
+        .and_then(|uid| entitlements::member_role(catalog, org, uid, visibility));
+    let (plan, _) = entitlements::subscription(catalog, org, visibility);
+    let exists = caller.service && entitlements::organization_exists(catalog, org, visibility);
     let denied = |message: &str| {
         Err(Refusal::new(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
@@ -491,7 +474,8 @@ fn record_usage(
             metadata,
             user_id,
         };
-        let (role, plan) = authorize(client, org, &caller).unwrap_or_else(|r| r.raise());
+        let catalog = plan_catalog::get(client);
+        let (role, plan) = authorize(&catalog, org, &caller).unwrap_or_else(|r| r.raise());
         let user = user_for(&request, &caller).unwrap_or_else(|r| r.raise());
         check_occurred_at(client, occurred_at, &caller).unwrap_or_else(|r| r.raise());
         let id = Uuid::from_bytes(*uuid::Uuid::new_v4().as_bytes());
@@ -500,7 +484,6 @@ fn record_usage(
                 return Ok(first);
             }
         }
-        let catalog = plan_catalog::get(client);
         let candidate = Candidate {
             org,
             event_type,
@@ -696,7 +679,7 @@ fn record_usage_batch(events: Option<RawJsonb>) -> RawJsonb {
                 let r = request_from(client, index, element, &caller)?;
                 let (role, plan) = match roles
                     .entry(r.org)
-                    .or_insert_with(|| authorize(client, r.org, &caller).map_err(|e| e.message))
+                    .or_insert_with(|| authorize(&catalog, r.org, &caller).map_err(|e| e.message))
                 {
                     Ok(found) => found.clone(),
                     Err(message) => {
@@ -799,12 +782,6 @@ fn usage_writer_is_trusted() -> bool {
     auth_context::current_role_is_service_role()
 }
 
-static EVENT_PLAN: Statement = Statement::read(
-    "SELECT coalesce(plan_in_effect(s.plan, s.status), 'free')
-     FROM (SELECT) AS one LEFT JOIN org_subscriptions s ON s.organization_id = $1",
-    &[types::UUID],
-);
-
 /// What the rows of the current INSERT statement (not counted yet: the statement trigger
 /// counts them at its end) added to each meter so far, and the users they brought. Started
 /// afresh by `start_member_usage_tally` before each member INSERT: the row trigger's own writes
@@ -855,8 +832,7 @@ fn enforce_member_usage_limits<'a>(
         if catalog.limits_counting(&event_type).is_empty() {
             return false;
         }
-        let plan = spi::one::<String>(client, &EVENT_PLAN, &[org.into()], "reading the plan")
-            .unwrap_or_else(|| "free".into());
+        let (plan, _) = entitlements::subscription(&catalog, org, Visibility::of_spi());
         TALLY.with(|tally| {
             let mut tally = tally.borrow_mut();
             let key = (org, event_type.clone());
