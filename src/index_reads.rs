@@ -69,7 +69,8 @@ struct OpenScan {
 }
 
 impl OpenScan {
-    /// Opens `probe`'s table and index with `lock` and starts the scan.
+    /// Opens `probe`'s table and index with `lock` and starts the scan; None when either
+    /// is missing from `schema`.
     ///
     /// # Safety
     /// Inside a transaction; `close` must be called on every path that does not raise.
@@ -78,21 +79,14 @@ impl OpenScan {
         probe: &Probe<'_>,
         visibility: Visibility,
         lock: pg_sys::LOCKMODE,
-    ) -> OpenScan {
+    ) -> Option<OpenScan> {
         let what = "reading by index";
         // SAFETY: as the function's contract says.
         unsafe {
             let table_oid = pg_sys::get_relname_relid(probe.table.as_ptr(), schema);
             let index_oid = pg_sys::get_relname_relid(probe.index.as_ptr(), schema);
             if table_oid == pg_sys::InvalidOid || index_oid == pg_sys::InvalidOid {
-                errors::internal(
-                    what,
-                    format!(
-                        "{} or its index {} is missing",
-                        probe.table.to_string_lossy(),
-                        probe.index.to_string_lossy()
-                    ),
-                );
+                return None;
             }
             let table = pg_sys::table_open(table_oid, lock);
             let index = pg_sys::index_open(index_oid, lock);
@@ -161,13 +155,13 @@ impl OpenScan {
                 0,
             );
             let slot = pg_sys::table_slot_create(table, std::ptr::null_mut());
-            OpenScan {
+            Some(OpenScan {
                 table,
                 index,
                 scan,
                 slot,
                 pushed,
-            }
+            })
         }
     }
 
@@ -233,12 +227,22 @@ pub fn scan(
 ) {
     // SAFETY: called inside a transaction (from a SQL function); the scan is closed below,
     // and datums are handed out only while the scan holds their buffer pinned.
-    let mut open = unsafe {
+    let open = unsafe {
         OpenScan::open(
             schema,
             probe,
             visibility,
             pg_sys::AccessShareLock as pg_sys::LOCKMODE,
+        )
+    };
+    let Some(mut open) = open else {
+        errors::internal(
+            "reading by index",
+            format!(
+                "{} or its index {} is missing",
+                probe.table.to_string_lossy(),
+                probe.index.to_string_lossy()
+            ),
         )
     };
     let attnums = attnums(open.table, probe.table, probe.columns);
@@ -267,7 +271,8 @@ pub fn scan(
 #[derive(Debug, PartialEq, Eq)]
 pub enum InPlace {
     Updated,
-    /// No row matched, another transaction changed or removed it first, the change declined,
+    /// No row matched (or the table is not where it was looked for), another transaction
+    /// changed or removed it first, the change declined,
     /// or the table has what a plain UPDATE would run that this does not (user triggers,
     /// rules, other indexes): the caller runs its SQL instead.
     NotDone,
@@ -293,13 +298,17 @@ pub fn update_in_place(
         return InPlace::NotDone;
     }
     // SAFETY: inside a transaction; the scan is closed on every path below.
-    let mut open = unsafe {
+    let open = unsafe {
         OpenScan::open(
             schema,
             probe,
             Visibility::NextStatement,
             pg_sys::RowExclusiveLock as pg_sys::LOCKMODE,
         )
+    };
+    // Not where it was looked for (the schema was dropped and made anew): SQL finds it.
+    let Some(mut open) = open else {
+        return InPlace::NotDone;
     };
     let attnums = attnums(open.table, probe.table, probe.columns);
     let attnums = &attnums[..probe.columns.len()];
