@@ -271,10 +271,10 @@ pub fn scan(
 #[derive(Debug, PartialEq, Eq)]
 pub enum InPlace {
     Updated,
-    /// No row matched (or the table is not where it was looked for), another transaction
-    /// changed or removed it first, the change declined,
-    /// or the table has what a plain UPDATE would run that this does not (user triggers,
-    /// rules, other indexes): the caller runs its SQL instead.
+    /// Nothing was written: no row matched (or the table is not where it was looked for),
+    /// another transaction changed or removed the row first, `change` declined, or an UPDATE
+    /// of the table would run more than this does (user triggers, rules, other indexes). The
+    /// caller runs its SQL instead.
     NotDone,
 }
 
@@ -284,9 +284,9 @@ pub enum InPlace {
 /// without planning or running one: for writers that change a row of their own per event.
 /// `probe.columns` are the columns handed to `change`, in that order.
 ///
-/// It never waits for a conflict to resolve itself by guessing: when another transaction
-/// updated or deleted the row first (after waiting for it to finish), nothing is written and
-/// the caller's SQL (whose ON CONFLICT handles that case) runs instead.
+/// When another transaction updated or deleted the row first, it waits for that transaction
+/// to end, as an UPDATE would, then writes nothing and answers `NotDone`: the caller's SQL
+/// (whose ON CONFLICT handles that case) runs instead.
 pub fn update_in_place(
     schema: pg_sys::Oid,
     probe: &Probe<'_>,
