@@ -16,7 +16,7 @@ use pgrx::prelude::*;
 
 use crate::auth_context;
 use crate::errors;
-use crate::index_reads::{self, Key, Probe, Visibility};
+use crate::index_reads::{self, Key, Probe};
 
 const MEMBERS: &CStr = c"organization_members";
 const MEMBERS_BY_USER: &CStr = c"organization_members_user_id_idx";
@@ -84,7 +84,7 @@ fn for_each_membership(
         keys: &[Key::Uuid(user)],
         columns: &[c"organization_id", c"role"],
     };
-    index_reads::scan(schema, &probe, Visibility::Statement, |row| {
+    index_reads::scan(schema, &probe, |row| {
         if let (Some(org), Some(role)) = (row[0], index_reads::text(row[1])) {
             f(org, &role);
         }

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use crate::auth_context;
 use crate::errors;
 use crate::function_memo::Memo;
-use crate::index_reads::{self, Key, Probe, Visibility};
+use crate::index_reads::{self, Key, Probe};
 use crate::jsonb::{self, RawJsonb};
 use crate::meters;
 use crate::organizations::Seats;
@@ -58,12 +58,13 @@ fn feature_access(
             "check_feature_access: unknown feature key \"{feature_key}\""
         ))
     };
-    let Some(member_role) = member_role(&catalog, org_id, user_id, Visibility::Statement) else {
+    // Under the statement's snapshot (a STABLE function's), like each probe below.
+    let Some(member_role) = member_role(&catalog, org_id, user_id) else {
         errors::insufficient_privilege(
             "check_feature_access: the user is not a member of this organization",
         )
     };
-    let (plan, status) = subscription(&catalog, org_id, Visibility::Statement);
+    let (plan, status) = subscription(&catalog, org_id);
     let usage = match &feature {
         Feature::Limit(meter) => Some(meters::usage(&catalog, org_id, meter)),
         _ => None,
@@ -83,12 +84,7 @@ fn feature_access(
 }
 
 /// `user`'s role in `org`, if a member.
-pub fn member_role(
-    catalog: &PlanCatalog,
-    org: Uuid,
-    user: Uuid,
-    visibility: Visibility,
-) -> Option<String> {
+pub fn member_role(catalog: &PlanCatalog, org: Uuid, user: Uuid) -> Option<String> {
     let probe = Probe {
         table: c"organization_members",
         index: c"organization_members_organization_id_user_id_key",
@@ -96,7 +92,7 @@ pub fn member_role(
         columns: &[c"role"],
     };
     let mut role = None;
-    index_reads::scan(catalog.schema, &probe, visibility, |row| {
+    index_reads::scan(catalog.schema, &probe, |row| {
         role = index_reads::text(row[0]);
     });
     role
@@ -104,11 +100,7 @@ pub fn member_role(
 
 /// The plan in effect for `org` (`plan_in_effect` of its subscription; free without one) and
 /// the subscription's status.
-pub fn subscription(
-    catalog: &PlanCatalog,
-    org: Uuid,
-    visibility: Visibility,
-) -> (String, Option<String>) {
+pub fn subscription(catalog: &PlanCatalog, org: Uuid) -> (String, Option<String>) {
     let probe = Probe {
         table: c"org_subscriptions",
         index: c"org_subscriptions_organization_id_key",
@@ -116,7 +108,7 @@ pub fn subscription(
         columns: &[c"plan", c"status"],
     };
     let mut found = (None, None);
-    index_reads::scan(catalog.schema, &probe, visibility, |row| {
+    index_reads::scan(catalog.schema, &probe, |row| {
         found = (index_reads::text(row[0]), index_reads::text(row[1]));
     });
     let (plan, status) = found;
@@ -124,7 +116,7 @@ pub fn subscription(
 }
 
 /// Whether organization `org` exists.
-pub fn organization_exists(catalog: &PlanCatalog, org: Uuid, visibility: Visibility) -> bool {
+pub fn organization_exists(catalog: &PlanCatalog, org: Uuid) -> bool {
     let probe = Probe {
         table: c"organizations",
         index: c"organizations_pkey",
@@ -132,7 +124,7 @@ pub fn organization_exists(catalog: &PlanCatalog, org: Uuid, visibility: Visibil
         columns: &[],
     };
     let mut exists = false;
-    index_reads::scan(catalog.schema, &probe, visibility, |_| exists = true);
+    index_reads::scan(catalog.schema, &probe, |_| exists = true);
     exists
 }
 

@@ -26,7 +26,8 @@ pub enum Key<'a> {
 /// Which rows a probe sees.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Visibility {
-    /// The running statement's snapshot, as a query in a STABLE function sees.
+    /// The active snapshot: the running statement's, as a query in a STABLE function sees,
+    /// or the one `with_snapshot` made active for several probes.
     Statement,
     /// What a new statement would see now, as a query in a VOLATILE function sees (after
     /// its own writes and, in READ COMMITTED, other transactions' commits so far).
@@ -46,6 +47,38 @@ impl Visibility {
     }
 }
 
+/// Runs `f` with the snapshot `visibility` names as the active one, so that every probe in it
+/// (with `Visibility::Statement`) sees one state of the database, as one query's reads of
+/// several tables do. A reading taken in parts under separate snapshots could count a row
+/// twice or not at all when a transaction (a fold moving counts into the rollups) commits in
+/// between.
+pub fn with_snapshot<R>(visibility: Visibility, f: impl FnOnce() -> R) -> R {
+    // SAFETY: snapshot stack operations of the backend's own transaction; what is pushed
+    // here is popped below, or by the transaction's abort if `f` raises.
+    let pushed = unsafe {
+        match visibility {
+            Visibility::Statement if pg_sys::ActiveSnapshotSet() => false,
+            Visibility::Statement => {
+                pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+                true
+            }
+            Visibility::NextStatement => {
+                // What SPI does before each statement of a VOLATILE function.
+                pg_sys::CommandCounterIncrement();
+                pg_sys::PushCopiedSnapshot(pg_sys::GetTransactionSnapshot());
+                pg_sys::UpdateActiveSnapshotCommandId();
+                true
+            }
+        }
+    };
+    let result = f();
+    if pushed {
+        // SAFETY: pops the snapshot pushed above.
+        unsafe { pg_sys::PopActiveSnapshot() };
+    }
+    result
+}
+
 /// A table read through one of its indexes, both named in `schema`.
 pub struct Probe<'a> {
     pub table: &'static CStr,
@@ -58,14 +91,13 @@ pub struct Probe<'a> {
 /// The most columns a probe reads.
 const MAX_COLUMNS: usize = 4;
 
-/// An index scan in progress: the relations (locked until the transaction ends), the scan,
-/// the slot rows land in, and whether a snapshot was pushed for it.
+/// An index scan in progress, under the active snapshot: the relations (locked until the
+/// transaction ends), the scan, and the slot rows land in.
 struct OpenScan {
     table: pg_sys::Relation,
     index: pg_sys::Relation,
     scan: pg_sys::IndexScanDesc,
     slot: *mut pg_sys::TupleTableSlot,
-    pushed: bool,
 }
 
 impl OpenScan {
@@ -73,11 +105,11 @@ impl OpenScan {
     /// is missing from `schema`.
     ///
     /// # Safety
-    /// Inside a transaction; `close` must be called on every path that does not raise.
+    /// Inside a transaction, with an active snapshot (`with_snapshot`); `close` must be
+    /// called on every path that does not raise.
     unsafe fn open(
         schema: pg_sys::Oid,
         probe: &Probe<'_>,
-        visibility: Visibility,
         lock: pg_sys::LOCKMODE,
     ) -> Option<OpenScan> {
         let what = "reading by index";
@@ -125,20 +157,6 @@ impl OpenScan {
                 );
                 keys.push(k);
             }
-            let pushed = match visibility {
-                Visibility::Statement if pg_sys::ActiveSnapshotSet() => false,
-                Visibility::Statement => {
-                    pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-                    true
-                }
-                Visibility::NextStatement => {
-                    // What SPI does before each statement of a VOLATILE function.
-                    pg_sys::CommandCounterIncrement();
-                    pg_sys::PushCopiedSnapshot(pg_sys::GetTransactionSnapshot());
-                    pg_sys::UpdateActiveSnapshotCommandId();
-                    true
-                }
-            };
             let scan = pg_sys::index_beginscan(
                 table,
                 index,
@@ -160,7 +178,6 @@ impl OpenScan {
                 index,
                 scan,
                 slot,
-                pushed,
             })
         }
     }
@@ -183,9 +200,6 @@ impl OpenScan {
         unsafe {
             pg_sys::ExecDropSingleTupleTableSlot(self.slot);
             pg_sys::index_endscan(self.scan);
-            if self.pushed {
-                pg_sys::PopActiveSnapshot();
-            }
             pg_sys::index_close(self.index, pg_sys::NoLock as pg_sys::LOCKMODE);
             pg_sys::table_close(self.table, pg_sys::NoLock as pg_sys::LOCKMODE);
         }
@@ -217,54 +231,46 @@ fn attnums(table: pg_sys::Relation, name: &CStr, columns: &[&CStr]) -> [i32; MAX
     attnums
 }
 
-/// Calls `row` with the columns of each row matching the probe's keys, visible as `visibility`
-/// says. A datum points into a pinned buffer: `row` copies or converts what it keeps.
-pub fn scan(
-    schema: pg_sys::Oid,
-    probe: &Probe<'_>,
-    visibility: Visibility,
-    mut row: impl FnMut(&[Option<pg_sys::Datum>]),
-) {
-    // SAFETY: called inside a transaction (from a SQL function); the scan is closed below,
-    // and datums are handed out only while the scan holds their buffer pinned.
-    let open = unsafe {
-        OpenScan::open(
-            schema,
-            probe,
-            visibility,
-            pg_sys::AccessShareLock as pg_sys::LOCKMODE,
-        )
-    };
-    let Some(mut open) = open else {
-        errors::internal(
-            "reading by index",
-            format!(
-                "{} or its index {} is missing",
-                probe.table.to_string_lossy(),
-                probe.index.to_string_lossy()
-            ),
-        )
-    };
-    let attnums = attnums(open.table, probe.table, probe.columns);
-    let attnums = &attnums[..probe.columns.len()];
-    let wanted = attnums.iter().copied().max().unwrap_or(0);
-    let mut columns = [None; MAX_COLUMNS];
-    while open.next() {
-        // SAFETY: the slot holds the row just fetched; its attributes are deformed first.
-        unsafe {
-            let slot = open.slot;
-            if ((*slot).tts_nvalid as i32) < wanted {
-                pg_sys::slot_getsomeattrs_int(slot, wanted);
+/// Calls `row` with the columns of each row matching the probe's keys, visible to the active
+/// snapshot (the statement's, or the one `with_snapshot` made active). A datum points into a
+/// pinned buffer: `row` copies or converts what it keeps.
+pub fn scan(schema: pg_sys::Oid, probe: &Probe<'_>, mut row: impl FnMut(&[Option<pg_sys::Datum>])) {
+    with_snapshot(Visibility::Statement, || {
+        // SAFETY: inside a transaction (from a SQL function) with an active snapshot; the
+        // scan is closed below, and datums are handed out only while their buffer is pinned.
+        let open =
+            unsafe { OpenScan::open(schema, probe, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+        let Some(mut open) = open else {
+            errors::internal(
+                "reading by index",
+                format!(
+                    "{} or its index {} is missing",
+                    probe.table.to_string_lossy(),
+                    probe.index.to_string_lossy()
+                ),
+            )
+        };
+        let attnums = attnums(open.table, probe.table, probe.columns);
+        let attnums = &attnums[..probe.columns.len()];
+        let wanted = attnums.iter().copied().max().unwrap_or(0);
+        let mut columns = [None; MAX_COLUMNS];
+        while open.next() {
+            // SAFETY: the slot holds the row just fetched; its attributes are deformed first.
+            unsafe {
+                let slot = open.slot;
+                if ((*slot).tts_nvalid as i32) < wanted {
+                    pg_sys::slot_getsomeattrs_int(slot, wanted);
+                }
+                for (i, attnum) in attnums.iter().enumerate() {
+                    let at = (*attnum - 1) as usize;
+                    columns[i] =
+                        (!*(*slot).tts_isnull.add(at)).then(|| (*slot).tts_values.add(at).read());
+                }
             }
-            for (i, attnum) in attnums.iter().enumerate() {
-                let at = (*attnum - 1) as usize;
-                columns[i] =
-                    (!*(*slot).tts_isnull.add(at)).then(|| (*slot).tts_values.add(at).read());
-            }
+            row(&columns[..attnums.len()]);
         }
-        row(&columns[..attnums.len()]);
-    }
-    open.close();
+        open.close();
+    })
 }
 
 /// What `update_in_place` did.
@@ -297,15 +303,21 @@ pub fn update_in_place(
         // Its snapshot may not see the latest version; SQL raises what it must then.
         return InPlace::NotDone;
     }
-    // SAFETY: inside a transaction; the scan is closed on every path below.
-    let open = unsafe {
-        OpenScan::open(
-            schema,
-            probe,
-            Visibility::NextStatement,
-            pg_sys::RowExclusiveLock as pg_sys::LOCKMODE,
-        )
-    };
+    with_snapshot(Visibility::NextStatement, || {
+        update_found(schema, probe, change)
+    })
+}
+
+/// `update_in_place` under its new snapshot.
+fn update_found(
+    schema: pg_sys::Oid,
+    probe: &Probe<'_>,
+    change: impl FnOnce(&mut [pg_sys::Datum]) -> bool,
+) -> InPlace {
+    // SAFETY: inside a transaction with an active snapshot; the scan is closed on every path
+    // below.
+    let open =
+        unsafe { OpenScan::open(schema, probe, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE) };
     // Not where it was looked for (the schema was dropped and made anew): SQL finds it.
     let Some(mut open) = open else {
         return InPlace::NotDone;

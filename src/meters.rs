@@ -52,8 +52,15 @@ impl Total {
 
 /// `meter`'s usage in `org` now.
 pub fn usage(catalog: &PlanCatalog, org: Uuid, meter: &Meter) -> f64 {
-    let schema = catalog.schema;
-    let visibility = Visibility::of_spi();
+    // One snapshot for every row read: a fold committing between the rollup's read and the
+    // counters' would otherwise be counted twice or not at all.
+    index_reads::with_snapshot(Visibility::of_spi(), || {
+        read_usage(catalog.schema, org, meter)
+    })
+}
+
+/// `usage`, under the active snapshot.
+fn read_usage(schema: pg_sys::Oid, org: Uuid, meter: &Meter) -> f64 {
     let (column, type_oid, this_month) = match (meter.measure, meter.window) {
         (Measure::Members, _) => {
             if meter.event_type.is_some() {
@@ -66,7 +73,7 @@ pub fn usage(catalog: &PlanCatalog, org: Uuid, meter: &Meter) -> f64 {
                 columns: &[c"member_count"],
             };
             let mut members = 0.0;
-            index_reads::scan(schema, &probe, visibility, |row| {
+            index_reads::scan(schema, &probe, |row| {
                 // SAFETY: member_count is an integer column of a pinned row.
                 members = row[0]
                     .and_then(|d| unsafe { i32::from_datum(d, false) })
@@ -82,11 +89,9 @@ pub fn usage(catalog: &PlanCatalog, org: Uuid, meter: &Meter) -> f64 {
     let Some(event_type) = meter.event_type.as_deref() else {
         return 0.0;
     };
-    let month;
     let mut keys = vec![Key::Uuid(org), Key::Text(event_type), Key::Text("monthly")];
     if this_month {
-        month = this_month_start();
-        keys.push(Key::Timestamptz(month));
+        keys.push(Key::Timestamptz(this_month_start()));
     }
     let mut total = Total::default();
     // Folded rollups, then the counts not folded yet.
@@ -100,9 +105,7 @@ pub fn usage(catalog: &PlanCatalog, org: Uuid, meter: &Meter) -> f64 {
             keys: &keys,
             columns: &[column],
         };
-        index_reads::scan(schema, &probe, visibility, |row| {
-            total.add(row[0], type_oid)
-        });
+        index_reads::scan(schema, &probe, |row| total.add(row[0], type_oid));
     }
     total.value()
 }

@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use crate::auth_context;
 use crate::entitlements::{self, LimitStatus, Role};
 use crate::errors;
-use crate::index_reads::Visibility;
+use crate::index_reads::{self, Visibility};
 use crate::jsonb::RawJsonb;
 use crate::meters;
 use crate::plan_catalog::{self, PlanCatalog};
@@ -110,14 +110,18 @@ fn check_shape(event_type: &str, key: Option<&str>) -> Result<(), Refusal> {
 }
 
 /// The caller's role in `org` and the plan in effect there, or why they may not record.
-/// Read through the indexes, as a query here would see them (src/index_reads.rs).
+/// Read through the indexes under one snapshot, the one a query here would see
+/// (src/index_reads.rs).
 fn authorize(catalog: &PlanCatalog, org: Uuid, caller: &Caller) -> Result<(Role, String), Refusal> {
-    let visibility = Visibility::of_spi();
-    let role = caller
-        .uid
-        .and_then(|uid| entitlements::member_role(catalog, org, uid, visibility));
-    let (plan, _) = entitlements::subscription(catalog, org, visibility);
-    let exists = caller.service && entitlements::organization_exists(catalog, org, visibility);
+    let (role, plan, exists) = index_reads::with_snapshot(Visibility::of_spi(), || {
+        (
+            caller
+                .uid
+                .and_then(|uid| entitlements::member_role(catalog, org, uid)),
+            entitlements::subscription(catalog, org).0,
+            caller.service && entitlements::organization_exists(catalog, org),
+        )
+    });
     let denied = |message: &str| {
         Err(Refusal::new(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
@@ -832,7 +836,9 @@ fn enforce_member_usage_limits<'a>(
         if catalog.limits_counting(&event_type).is_empty() {
             return false;
         }
-        let (plan, _) = entitlements::subscription(&catalog, org, Visibility::of_spi());
+        let (plan, _) = index_reads::with_snapshot(Visibility::of_spi(), || {
+            entitlements::subscription(&catalog, org)
+        });
         TALLY.with(|tally| {
             let mut tally = tally.borrow_mut();
             let key = (org, event_type.clone());
