@@ -10,12 +10,13 @@ use crate::errors;
 use crate::function_memo::Memo;
 use crate::index_reads::{self, Key, Probe};
 use crate::jsonb::{self, RawJsonb};
+use crate::metering::Period;
 use crate::meters;
 use crate::organizations::Seats;
 #[allow(unused_imports)] // named in `requires` above
 use crate::plan_catalog::invalidate_plan_catalog;
 use crate::plan_catalog::{self, Enforcement, Feature, Limit, Measure, Meter, PlanCatalog, Window};
-use crate::spi::{self, types, Expect, Statement};
+use crate::spi::{self, types, Statement};
 
 pgrx::extension_sql_file!(
     "../sql/entitlements.sql",
@@ -52,25 +53,17 @@ fn feature_access(
     let org_id = errors::required(org_id, "org_id");
     let catalog = plan_catalog::cached().unwrap_or_else(|| Spi::connect_mut(plan_catalog::get));
     let caller = auth_context::current_uid_connecting();
-    auth_context::check_self_or_service(caller, user_id, "check_feature_access");
-    let Some(feature) = catalog.feature(feature_key) else {
-        errors::invalid_parameter(format!(
-            "check_feature_access: unknown feature key \"{feature_key}\""
-        ))
-    };
     // Under the statement's snapshot (a STABLE function's), like each probe below.
-    let Some(member_role) = member_role(&catalog, org_id, user_id) else {
-        errors::insufficient_privilege(
-            "check_feature_access: the user is not a member of this organization",
-        )
-    };
+    let (feature, member_role) = admit(&catalog, caller, user_id, feature_key, || {
+        member_role(&catalog, org_id, user_id)
+    });
     let (plan, status) = subscription(&catalog, org_id);
     let usage = match &feature {
         Feature::Limit(meter) => Some(meters::usage(&catalog, org_id, meter)),
         _ => None,
     };
     let state = RequestState {
-        member_role: Some(member_role),
+        member_role,
         plan,
         status,
         usage,
@@ -81,6 +74,30 @@ fn feature_access(
         &catalog,
         state,
     )))
+}
+
+/// `check_feature_access`'s refusals, in this order (shared with 0.1.0's entry point): a
+/// caller asking about someone else (42501), an unknown key (22023), a user who is not a
+/// member (42501, read by `member_role` only then). The feature and the member's role.
+pub fn admit<'c>(
+    catalog: &'c PlanCatalog,
+    caller: Option<Uuid>,
+    user_id: Uuid,
+    feature_key: &str,
+    member_role: impl FnOnce() -> Option<String>,
+) -> (Feature<'c>, String) {
+    auth_context::check_self_or_service(caller, user_id, "check_feature_access");
+    let Some(feature) = catalog.feature(feature_key) else {
+        errors::invalid_parameter(format!(
+            "check_feature_access: unknown feature key \"{feature_key}\""
+        ))
+    };
+    let Some(role) = member_role() else {
+        errors::insufficient_privilege(
+            "check_feature_access: the user is not a member of this organization",
+        )
+    };
+    (feature, role)
 }
 
 /// `user`'s role in `org`, if a member.
@@ -161,7 +178,7 @@ fn plan_in_effect(plan: Option<String>, status: Option<String>) -> String {
 
 /// What a request reads that changes per request.
 pub struct RequestState {
-    pub member_role: Option<String>,
+    pub member_role: String,
     pub plan: String,
     pub status: Option<String>,
     pub usage: Option<f64>,
@@ -288,7 +305,7 @@ pub fn describe(
     out.insert("plan".into(), json!(s.plan));
     out.insert("subscription_status".into(), json!(s.status));
     out.insert("role".into(), json!(s.member_role));
-    let role = s.member_role.as_deref().and_then(Role::parse);
+    let role = Role::parse(&s.member_role);
     let plan_flags = catalog.flags(&s.plan);
     match feature {
         Feature::Limit(meter) => {
@@ -326,17 +343,6 @@ pub fn number(x: f64) -> Value {
     }
 }
 
-static SUMMARY_STATE: Statement = Statement::read(
-    "SELECT (SELECT m.role FROM organization_members m WHERE m.organization_id = $1 AND m.user_id = $2),
-            coalesce(plan_in_effect(s.plan, s.status), 'free'),
-            s.status,
-            EXISTS (SELECT 1 FROM organizations o WHERE o.id = $1),
-            usage_bucket_end('monthly', now())
-     FROM (SELECT) AS one
-     LEFT JOIN org_subscriptions s ON s.organization_id = $1",
-    &[crate::spi::types::UUID, crate::spi::types::UUID],
-);
-
 /// Everything a billing page or a UI gate needs about `org_id` in one call: every limit of
 /// its plan (usage, limit, remaining, percent, window, when it resets, whether the caller may
 /// do one more and if not why) and every flag. For the calling user, who must be a member; the
@@ -346,65 +352,55 @@ static SUMMARY_STATE: Statement = Statement::read(
 fn get_usage_summary(org_id: Option<Uuid>) -> RawJsonb {
     let org = errors::required(org_id, "org_id");
     let service = auth_context::caller_is_service_role();
-    let summary = Spi::connect_mut(|client| {
-        let caller = auth_context::current_uid(client);
-        if caller.is_none() && !service {
-            errors::insufficient_privilege("get_usage_summary: not authenticated");
-        }
-        let catalog = plan_catalog::get(client);
-        let what = "reading the usage summary";
-        let state = client
-            .select(
-                SUMMARY_STATE.prepared(client),
-                Some(1),
-                &[org.into(), caller.into()],
-            )
-            .or_fail(what);
-        let row = state.first();
-        let member_role: Option<String> = row.get(1).or_fail(what);
-        let plan: String = row.get(2).or_fail(what).unwrap_or_else(|| "free".into());
-        let status: Option<String> = row.get(3).or_fail(what);
-        let exists: bool = row.get(4).or_fail(what).unwrap_or(false);
-        let resets_at: Option<TimestampWithTimeZone> = row.get(5).or_fail(what);
-        let role = match (member_role.as_deref().and_then(Role::parse), service) {
-            (Some(r), false) => r,
-            (_, true) if exists => Role::Service,
-            _ => errors::insufficient_privilege(
-                "get_usage_summary: the caller is not a member of this organization",
-            ),
+    let caller = auth_context::current_uid_connecting();
+    if caller.is_none() && !service {
+        errors::insufficient_privilege("get_usage_summary: not authenticated");
+    }
+    let catalog = plan_catalog::cached().unwrap_or_else(|| Spi::connect_mut(plan_catalog::get));
+    // Read like check_feature_access: through the indexes, under the statement's snapshot.
+    let member_role = caller.and_then(|uid| member_role(&catalog, org, uid));
+    let (plan, status) = subscription(&catalog, org);
+    let exists = service && organization_exists(&catalog, org);
+    // SAFETY: reads the transaction's start time, which now() returns.
+    let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+    let resets_at = TimestampWithTimeZone::try_from(Period::Monthly.bucket(now).1).ok();
+    let role = match (member_role.as_deref().and_then(Role::parse), service) {
+        (Some(r), false) => r,
+        (_, true) if exists => Role::Service,
+        _ => errors::insufficient_privilege(
+            "get_usage_summary: the caller is not a member of this organization",
+        ),
+    };
+    let mut limits = Map::new();
+    for (key, meter) in catalog.all_limits() {
+        let usage = meters::usage(&catalog, org, meter);
+        let status = LimitStatus::of(&catalog, &plan, key, meter, usage);
+        let mut out = Map::new();
+        status.describe(Some(role), &mut out);
+        out.remove("type");
+        let percent = match status.limit {
+            Limit::Capped(n) if n > 0 => number((usage / n as f64 * 10000.0).round() / 100.0),
+            Limit::Capped(_) => json!(100),
+            _ => Value::Null,
         };
-        let mut limits = Map::new();
-        for (key, meter) in catalog.all_limits() {
-            let usage = meters::usage(&catalog, org, meter);
-            let status = LimitStatus::of(&catalog, &plan, key, meter, usage);
-            let mut out = Map::new();
-            status.describe(Some(role), &mut out);
-            out.remove("type");
-            let percent = match status.limit {
-                Limit::Capped(n) if n > 0 => number((usage / n as f64 * 10000.0).round() / 100.0),
-                Limit::Capped(_) => json!(100),
+        out.insert("percent".into(), percent);
+        out.insert(
+            "resets_at".into(),
+            match meter.window {
+                Window::Month => json!(resets_at.map(|t| t.to_iso_string())),
                 _ => Value::Null,
-            };
-            out.insert("percent".into(), percent);
-            out.insert(
-                "resets_at".into(),
-                match meter.window {
-                    Window::Month => json!(resets_at.map(|t| t.to_iso_string())),
-                    _ => Value::Null,
-                },
-            );
-            limits.insert(key.to_string(), Value::Object(out));
-        }
-        json!({
-            "organization_id": org.to_string(),
-            "plan": plan,
-            "subscription_status": status,
-            "role": match role { Role::Service => json!("service_role"), _ => json!(member_role) },
-            "limits": limits,
-            "flags": catalog.flags(&plan).cloned().unwrap_or_default(),
-        })
-    });
-    jsonb::build(&summary)
+            },
+        );
+        limits.insert(key.to_string(), Value::Object(out));
+    }
+    jsonb::build(&json!({
+        "organization_id": org.to_string(),
+        "plan": plan,
+        "subscription_status": status,
+        "role": match role { Role::Service => json!("service_role"), _ => json!(member_role) },
+        "limits": limits,
+        "flags": catalog.flags(&plan).cloned().unwrap_or_default(),
+    }))
 }
 
 /// The seat limit: an organization may not have more members than its plan's `max_seats`

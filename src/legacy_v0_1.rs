@@ -156,23 +156,16 @@ fn check_feature_access(
             .or_fail(what);
         let row = table.first();
         let caller: Option<Uuid> = row.get(1).or_fail(what);
+        let (feature, member_role) =
+            entitlements::admit(&catalog, caller, user_id, feature_key, || {
+                row.get(2).or_fail(what)
+            });
         let state = RequestState {
-            member_role: row.get(2).or_fail(what),
+            member_role,
             plan: row.get(3).or_fail(what).unwrap_or_else(|| "free".into()),
             status: row.get(4).or_fail(what),
             usage: row.get(5).or_fail(what),
         };
-        auth_context::check_self_or_service(caller, user_id, "check_feature_access");
-        let Some(feature) = feature else {
-            errors::invalid_parameter(format!(
-                "check_feature_access: unknown feature key \"{feature_key}\""
-            ))
-        };
-        if state.member_role.is_none() {
-            errors::insufficient_privilege(
-                "check_feature_access: the user is not a member of this organization",
-            );
-        }
         serde_json::Value::Object(entitlements::describe(
             feature_key,
             &feature,
