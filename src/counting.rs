@@ -103,7 +103,8 @@ static COUNT_ONE_KNOWN: Statement = Statement::write(
      FROM pg_catalog.unnest($5::text[]) AS p (period)
      ON CONFLICT (organization_id, event_type, period, period_start, writer) DO UPDATE
          SET total_quantity = c.total_quantity + excluded.total_quantity,
-             event_count    = c.event_count + excluded.event_count",
+             event_count    = c.event_count + excluded.event_count
+     RETURNING c.period_start, usage_bucket_end(c.period, c.period_start), c.period",
     &[
         types::UUID,
         types::TEXT,
@@ -241,7 +242,7 @@ fn user_is_known(event: &SingleEvent) -> bool {
 /// `aggregate_usage()`, or any bucket under REPEATABLE READ.
 fn add_in_place(event: &SingleEvent) -> Vec<Period> {
     let at = event.occurred_at.into_inner();
-    let schema = writer().schema;
+    let schema = counters_schema();
     let writer_id = crate::metering::usage_writer();
     let mut left = Vec::new();
     for period in [Period::Daily, Period::Monthly] {
@@ -292,23 +293,35 @@ fn add_in_place(event: &SingleEvent) -> Vec<Period> {
 /// Counts an event whose user is known (or absent) into the buckets of `periods`.
 fn count_known(client: &mut pgrx::spi::SpiClient<'_>, event: &SingleEvent, periods: &[Period]) {
     let periods: Vec<&str> = periods.iter().map(|p| p.as_str()).collect();
-    spi::run(
-        client,
-        &COUNT_ONE_KNOWN,
-        &[
-            event.org.into(),
-            event.event_type.clone().into(),
-            event.quantity.clone().into(),
-            event.occurred_at.into(),
-            periods.into(),
-        ],
-        "counting a usage event",
-    );
-    // The bounds of the event's buckets, remembered for its next events' in-place counting.
-    let at = event.occurred_at.into_inner();
-    for period in [Period::Daily, Period::Monthly] {
-        period.bucket(at);
-    }
+    let generation = crate::function_memo::generation();
+    let rows = client
+        .update(
+            COUNT_ONE_KNOWN.prepared(client),
+            None,
+            &[
+                event.org.into(),
+                event.event_type.clone().into(),
+                event.quantity.clone().into(),
+                event.occurred_at.into(),
+                periods.into(),
+            ],
+        )
+        .unwrap_or_else(|e| errors::internal("counting a usage event", e));
+    remember_buckets(rows, generation);
+}
+
+/// Remembers the bucket bounds a counting upsert returned (`period_start`, its end, `period`),
+/// so the event's next ones in these buckets count in place (`add_in_place`); returns them.
+fn remember_buckets(rows: pgrx::spi::SpiTupleTable<'_>, generation: u64) -> BucketBounds {
+    rows.filter_map(|row| {
+        let start = row.get::<TimestampWithTimeZone>(1).ok().flatten()?;
+        let end = row.get::<TimestampWithTimeZone>(2).ok().flatten()?;
+        let period = row.get::<String>(3).ok().flatten()?;
+        let (start, end) = (start.into_inner(), end.into_inner());
+        Period::parse(&period, "counting a usage event").remember_bucket(generation, start, end);
+        Some((start, end))
+    })
+    .collect()
 }
 
 /// Counts a single event whose user may be new to its buckets; remembers the user as known
@@ -329,18 +342,7 @@ fn count_one(client: &mut pgrx::spi::SpiClient<'_>, event: &SingleEvent) {
             ],
         )
         .unwrap_or_else(|e| errors::internal("counting a usage event", e));
-    let bounds: BucketBounds = buckets
-        .filter_map(|row| {
-            let start = row.get::<TimestampWithTimeZone>(1).ok().flatten()?;
-            let end = row.get::<TimestampWithTimeZone>(2).ok().flatten()?;
-            let period = row.get::<String>(3).ok().flatten()?;
-            let (start, end) = (start.into_inner(), end.into_inner());
-            // The event's next ones in these buckets count in place (add_in_place).
-            Period::parse(&period, "counting a usage event")
-                .remember_bucket(generation, start, end);
-            Some((start, end))
-        })
-        .collect();
+    let bounds = remember_buckets(buckets, generation);
     if let (Some(key), 2) = (key, bounds.len()) {
         KNOWN_AT_COMMIT.with(|k| k.borrow_mut().push((key, bounds)));
     }
@@ -397,6 +399,13 @@ static COUNTER_OWNER: Statement = Statement::read(
      WHERE e.extname OPERATOR(pg_catalog.=) 'saas_core'",
     &[],
 );
+
+/// The schema of `usage_counters`, without copying the rest of `writer()`.
+fn counters_schema() -> pg_sys::Oid {
+    WRITER
+        .with(|w| w.borrow().as_ref().map(|w| w.schema))
+        .unwrap_or_else(|| writer().schema)
+}
 
 /// The owner of `usage_counters`, the search_path to write with and the oid of
 /// `usage_active_users`, read once per backend.

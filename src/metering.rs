@@ -86,7 +86,8 @@ const KNOWN_BUCKETS_CAP: usize = 8;
 
 impl Period {
     /// Remembers bounds that `usage_bucket_start`/`usage_bucket_end` returned for this period
-    /// under pg_proc `generation` (a statement that computed them anyway hands them over).
+    /// while pg_proc was at `generation` (a statement that computed them anyway hands them
+    /// over); nothing if pg_proc changed since.
     pub fn remember_bucket(
         self,
         generation: u64,
@@ -154,9 +155,7 @@ impl Period {
                 _ => errors::internal(what, "usage_bucket_start returned NULL"),
             }
         });
-        if function_memo::generation() == generation {
-            self.remember_bucket(generation, start, end);
-        }
+        self.remember_bucket(generation, start, end);
         (start, end)
     }
 }
