@@ -22,7 +22,7 @@ use pgrx::prelude::*;
 use pgrx::{AnyNumeric, PgTupleDesc, Uuid};
 
 use crate::errors;
-use crate::index_reads::{self, InPlace, Key, Probe};
+use crate::index_reads::{self, InPlace, Key, KeyedRows, Probe, Visibility};
 use crate::metering::Period;
 use crate::spi::{self, types, Statement};
 
@@ -170,7 +170,7 @@ pub fn count_usage_events<'a>(
         1 => {
             let event = single_event(data)?;
             register_callbacks();
-            if user_is_known(&event) {
+            if user_is_known(&event) || user_is_active(&event) {
                 let left = add_in_place(&event);
                 if !left.is_empty() {
                     as_counter_owner(|| {
@@ -236,55 +236,113 @@ fn user_is_known(event: &SingleEvent) -> bool {
     })
 }
 
+/// True when the event's user already has a row in usage_active_users for both buckets the
+/// event falls in (counted there by another backend, or by this one before it last
+/// started), as a new statement sees it: found by index, without the upsert. The user is
+/// then known to this backend once its transaction commits, as after counting them itself.
+/// Most events come from users already active today, and every new connection would
+/// otherwise go through SQL once for each of them.
+fn user_is_active(event: &SingleEvent) -> bool {
+    let Some(user) = event.user else {
+        return false;
+    };
+    let at = event.occurred_at.into_inner();
+    let periods = [Period::Daily, Period::Monthly];
+    let Some(bounds) = periods
+        .iter()
+        .map(|period| period.known_bucket(at))
+        .collect::<Option<BucketBounds>>()
+    else {
+        return false;
+    };
+    let schema = counters_schema();
+    let active = index_reads::with_snapshot(Visibility::NextStatement, || {
+        periods.iter().zip(&bounds).all(|(period, (start, _))| {
+            let mut found = false;
+            let probe = Probe {
+                table: c"usage_active_users",
+                index: c"usage_active_users_pkey",
+                keys: &[
+                    Key::Uuid(event.org),
+                    Key::Text(&event.event_type),
+                    Key::Text(period.as_str()),
+                    Key::Timestamptz(*start),
+                    Key::Uuid(user),
+                ],
+                columns: &[],
+            };
+            index_reads::scan(schema, &probe, |_| found = true);
+            found
+        })
+    });
+    if active {
+        let key = (event.org, event.event_type.clone(), user);
+        KNOWN_AT_COMMIT.with(|k| k.borrow_mut().push((key, bounds)));
+    }
+    active
+}
+
 /// Adds the event to this backend's existing counter rows of its buckets in place, without a
 /// query (src/index_reads.rs); returns the periods left for the upsert: a bucket whose bounds
 /// are not remembered yet, whose row does not exist yet or was just folded or pruned by
 /// `aggregate_usage()`, or any bucket under REPEATABLE READ.
 fn add_in_place(event: &SingleEvent) -> Vec<Period> {
     let at = event.occurred_at.into_inner();
-    let schema = counters_schema();
     let writer_id = crate::metering::usage_writer();
     let mut left = Vec::new();
+    let mut known = Vec::with_capacity(2);
     for period in [Period::Daily, Period::Monthly] {
-        let Some((start, _)) = period.known_bucket(at) else {
-            left.push(period);
-            continue;
-        };
-        let probe = Probe {
-            table: c"usage_counters",
-            index: c"usage_counters_pkey",
-            keys: &[
+        match period.known_bucket(at) {
+            Some((start, _)) => known.push((period, start)),
+            None => left.push(period),
+        }
+    }
+    if known.is_empty() {
+        return left;
+    }
+    let keys: Vec<[Key<'_>; 5]> = known
+        .iter()
+        .map(|(period, start)| {
+            [
                 Key::Uuid(event.org),
                 Key::Text(&event.event_type),
                 Key::Text(period.as_str()),
-                Key::Timestamptz(start),
+                Key::Timestamptz(*start),
                 Key::Int4(writer_id),
-            ],
-            columns: &[c"total_quantity", c"event_count"],
+            ]
+        })
+        .collect();
+    let rows: Vec<&[Key<'_>]> = keys.iter().map(|k| k.as_slice()).collect();
+    let counters = KeyedRows {
+        table: c"usage_counters",
+        index: c"usage_counters_pkey",
+        rows: &rows,
+        columns: &[c"total_quantity", c"event_count"],
+    };
+    let done = index_reads::update_in_place(counters_schema(), &counters, |_, row| {
+        // SAFETY: the columns are a numeric and a bigint, non-null, read while pinned.
+        let (Some(total), Some(events)) = (unsafe {
+            (
+                AnyNumeric::from_polymorphic_datum(row[0], false, pg_sys::NUMERICOID),
+                i64::from_polymorphic_datum(row[1], false, pg_sys::INT8OID),
+            )
+        }) else {
+            return false;
         };
-        let done = index_reads::update_in_place(schema, &probe, |row| {
-            // SAFETY: the columns are a numeric and a bigint, non-null, read while pinned.
-            let (Some(total), Some(events)) = (unsafe {
-                (
-                    AnyNumeric::from_polymorphic_datum(row[0], false, pg_sys::NUMERICOID),
-                    i64::from_polymorphic_datum(row[1], false, pg_sys::INT8OID),
-                )
-            }) else {
-                return false;
-            };
-            // An overflow is left to the upsert, which reports it.
-            let Some(events) = events.checked_add(1) else {
-                return false;
-            };
-            let Some(total) = (total + event.quantity.clone()).into_datum() else {
-                return false;
-            };
-            row[0] = total;
-            row[1] = pg_sys::Datum::from(events);
-            true
-        });
-        if done != InPlace::Updated {
-            left.push(period);
+        // An overflow is left to the upsert, which reports it.
+        let Some(events) = events.checked_add(1) else {
+            return false;
+        };
+        let Some(total) = (total + event.quantity.clone()).into_datum() else {
+            return false;
+        };
+        row[0] = total;
+        row[1] = pg_sys::Datum::from(events);
+        true
+    });
+    for ((period, _), outcome) in known.iter().zip(done) {
+        if outcome != InPlace::Updated {
+            left.push(*period);
         }
     }
     left

@@ -101,32 +101,50 @@ struct OpenScan {
 }
 
 impl OpenScan {
-    /// Opens `probe`'s table and index with `lock` and starts the scan; None when either
-    /// is missing from `schema`.
+    /// Opens `table` and `index` with `lock` and starts a scan on `nkeys` equality keys
+    /// (given by `rescan`); None when either is missing from `schema`.
     ///
     /// # Safety
     /// Inside a transaction, with an active snapshot (`with_snapshot`); `close` must be
     /// called on every path that does not raise.
     unsafe fn open(
         schema: pg_sys::Oid,
-        probe: &Probe<'_>,
+        table: &CStr,
+        index: &CStr,
+        nkeys: usize,
         lock: pg_sys::LOCKMODE,
     ) -> Option<OpenScan> {
-        let what = "reading by index";
         // SAFETY: as the function's contract says.
         unsafe {
-            let table_oid = pg_sys::get_relname_relid(probe.table.as_ptr(), schema);
-            let index_oid = pg_sys::get_relname_relid(probe.index.as_ptr(), schema);
+            let table_oid = pg_sys::get_relname_relid(table.as_ptr(), schema);
+            let index_oid = pg_sys::get_relname_relid(index.as_ptr(), schema);
             if table_oid == pg_sys::InvalidOid || index_oid == pg_sys::InvalidOid {
                 return None;
             }
             let table = pg_sys::table_open(table_oid, lock);
             let index = pg_sys::index_open(index_oid, lock);
-            if probe.keys.len() > (*(*index).rd_index).indnkeyatts as usize {
-                errors::internal(what, "more keys than the index has columns");
+            if nkeys > (*(*index).rd_index).indnkeyatts as usize {
+                errors::internal("reading by index", "more keys than the index has columns");
             }
-            let mut keys: Vec<pg_sys::ScanKeyData> = Vec::with_capacity(probe.keys.len());
-            for (i, key) in probe.keys.iter().enumerate() {
+            let scan =
+                pg_sys::index_beginscan(table, index, pg_sys::GetActiveSnapshot(), nkeys as i32, 0);
+            let slot = pg_sys::table_slot_create(table, std::ptr::null_mut());
+            Some(OpenScan {
+                table,
+                index,
+                scan,
+                slot,
+            })
+        }
+    }
+
+    /// (Re)starts the scan on `keys` (as many as `open` was given).
+    fn rescan(&mut self, keys: &[Key<'_>]) {
+        let mut entries: Vec<pg_sys::ScanKeyData> = Vec::with_capacity(keys.len());
+        // SAFETY: the index is open; the arguments are palloc'd in the current context and
+        // the scan keeps its own copy of the keys.
+        unsafe {
+            for (i, key) in keys.iter().enumerate() {
                 let (procedure, argument) = match key {
                     Key::Uuid(u) => {
                         let bytes = pg_sys::palloc(16) as *mut u8;
@@ -151,34 +169,19 @@ impl OpenScan {
                     pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
                     pg_sys::InvalidOid,
                     // The index column's collation: text keys compare as the index does.
-                    *(*index).rd_indcollation.add(i),
+                    *(*self.index).rd_indcollation.add(i),
                     pg_sys::Oid::from(procedure),
                     argument,
                 );
-                keys.push(k);
+                entries.push(k);
             }
-            let scan = pg_sys::index_beginscan(
-                table,
-                index,
-                pg_sys::GetActiveSnapshot(),
-                keys.len() as i32,
-                0,
-            );
-            // The scan keeps its own copy of the keys.
             pg_sys::index_rescan(
-                scan,
-                keys.as_mut_ptr(),
-                keys.len() as i32,
+                self.scan,
+                entries.as_mut_ptr(),
+                entries.len() as i32,
                 std::ptr::null_mut(),
                 0,
             );
-            let slot = pg_sys::table_slot_create(table, std::ptr::null_mut());
-            Some(OpenScan {
-                table,
-                index,
-                scan,
-                slot,
-            })
         }
     }
 
@@ -238,8 +241,15 @@ pub fn scan(schema: pg_sys::Oid, probe: &Probe<'_>, mut row: impl FnMut(&[Option
     with_snapshot(Visibility::Statement, || {
         // SAFETY: inside a transaction (from a SQL function) with an active snapshot; the
         // scan is closed below, and datums are handed out only while their buffer is pinned.
-        let open =
-            unsafe { OpenScan::open(schema, probe, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+        let open = unsafe {
+            OpenScan::open(
+                schema,
+                probe.table,
+                probe.index,
+                probe.keys.len(),
+                pg_sys::AccessShareLock as pg_sys::LOCKMODE,
+            )
+        };
         let Some(mut open) = open else {
             errors::internal(
                 "reading by index",
@@ -250,6 +260,7 @@ pub fn scan(schema: pg_sys::Oid, probe: &Probe<'_>, mut row: impl FnMut(&[Option
                 ),
             )
         };
+        open.rescan(probe.keys);
         let attnums = attnums(open.table, probe.table, probe.columns);
         let attnums = &attnums[..probe.columns.len()];
         let wanted = attnums.iter().copied().max().unwrap_or(0);
@@ -284,106 +295,154 @@ pub enum InPlace {
     NotDone,
 }
 
-/// Updates the one row matching `probe` (keys covering a unique index), as a new statement of
-/// a READ COMMITTED transaction would see it, with `change` (given the row's values; true
-/// to write them). The new version goes through the table access method like an UPDATE's,
-/// without planning or running one: for writers that change a row of their own per event.
-/// `probe.columns` are the columns handed to `change`, in that order.
+/// Rows of one table to update in place, each found by keys covering a unique index.
+pub struct KeyedRows<'a> {
+    pub table: &'static CStr,
+    pub index: &'static CStr,
+    /// Each row's keys, in index column order (all rows the same number).
+    pub rows: &'a [&'a [Key<'a>]],
+    /// The table columns handed to the change, in this order.
+    pub columns: &'a [&'static CStr],
+}
+
+/// Updates each of `rows` (those found), as a new statement of a READ COMMITTED transaction
+/// would see them, with `change` (given the row's position in `rows` and its values; true to
+/// write them). Each new version goes through the table access method like an UPDATE's,
+/// without planning or running one: for writers that change rows of their own per event.
+/// The rows are found under one snapshot, with the table and index opened once, as one
+/// UPDATE statement finds several rows. Answers what was done, row by row.
 ///
-/// When another transaction updated or deleted the row first, it waits for that transaction
-/// to end, as an UPDATE would, then writes nothing and answers `NotDone`: the caller's SQL
-/// (whose ON CONFLICT handles that case) runs instead.
+/// When another transaction updated or deleted a row first, it waits for that transaction
+/// to end, as an UPDATE would, then writes nothing to that row and answers `NotDone` for it:
+/// the caller's SQL (whose ON CONFLICT handles that case) runs instead.
 pub fn update_in_place(
     schema: pg_sys::Oid,
-    probe: &Probe<'_>,
-    change: impl FnOnce(&mut [pg_sys::Datum]) -> bool,
-) -> InPlace {
+    rows: &KeyedRows<'_>,
+    change: impl FnMut(usize, &mut [pg_sys::Datum]) -> bool,
+) -> Vec<InPlace> {
     // SAFETY: XactIsoLevel is the backend's own setting.
     if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
         // Its snapshot may not see the latest version; SQL raises what it must then.
-        return InPlace::NotDone;
+        return rows.rows.iter().map(|_| InPlace::NotDone).collect();
     }
     with_snapshot(Visibility::NextStatement, || {
-        update_found(schema, probe, change)
+        update_found(schema, rows, change)
     })
 }
 
 /// `update_in_place` under its new snapshot.
 fn update_found(
     schema: pg_sys::Oid,
-    probe: &Probe<'_>,
-    change: impl FnOnce(&mut [pg_sys::Datum]) -> bool,
-) -> InPlace {
+    rows: &KeyedRows<'_>,
+    mut change: impl FnMut(usize, &mut [pg_sys::Datum]) -> bool,
+) -> Vec<InPlace> {
+    let nkeys = rows.rows.first().map_or(0, |keys| keys.len());
+    if rows.rows.iter().any(|keys| keys.len() != nkeys) {
+        errors::internal("updating in place", "rows with different numbers of keys");
+    }
+    let not_done = || rows.rows.iter().map(|_| InPlace::NotDone).collect();
     // SAFETY: inside a transaction with an active snapshot; the scan is closed on every path
     // below.
-    let open =
-        unsafe { OpenScan::open(schema, probe, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE) };
+    let open = unsafe {
+        OpenScan::open(
+            schema,
+            rows.table,
+            rows.index,
+            nkeys,
+            pg_sys::RowExclusiveLock as pg_sys::LOCKMODE,
+        )
+    };
     // Not where it was looked for (the schema was dropped and made anew): SQL finds it.
     let Some(mut open) = open else {
-        return InPlace::NotDone;
+        return not_done();
     };
-    let attnums = attnums(open.table, probe.table, probe.columns);
-    let attnums = &attnums[..probe.columns.len()];
-    // SAFETY: the relations are open; the slots are created and dropped here, and the new
-    // version is written only if the old one is still the latest (table_tuple_update checks
-    // it under the buffer lock).
-    let done = unsafe {
-        if !plain_update_target(open.table, open.index) || !open.next() {
-            InPlace::NotDone
-        } else {
-            let old = open.slot;
-            pg_sys::slot_getallattrs(old);
-            let natts = (*(*open.table).rd_att).natts as usize;
-            let new = pg_sys::table_slot_create(open.table, std::ptr::null_mut());
-            pg_sys::ExecClearTuple(new);
-            std::ptr::copy_nonoverlapping((*old).tts_values, (*new).tts_values, natts);
-            std::ptr::copy_nonoverlapping((*old).tts_isnull, (*new).tts_isnull, natts);
-            let mut values = [pg_sys::Datum::from(0); MAX_COLUMNS];
-            let mut present = true;
-            for (i, attnum) in attnums.iter().enumerate() {
-                let at = (*attnum - 1) as usize;
-                present &= !*(*old).tts_isnull.add(at);
-                values[i] = (*old).tts_values.add(at).read();
+    // SAFETY: both relations are open.
+    if !unsafe { plain_update_target(open.table, open.index) } {
+        open.close();
+        return not_done();
+    }
+    let attnums = attnums(open.table, rows.table, rows.columns);
+    let attnums = &attnums[..rows.columns.len()];
+    // SAFETY: the relation is open; the slot is dropped below.
+    let new = unsafe { pg_sys::table_slot_create(open.table, std::ptr::null_mut()) };
+    let done = rows
+        .rows
+        .iter()
+        .enumerate()
+        .map(|(i, keys)| {
+            open.rescan(keys);
+            if !open.next() {
+                return InPlace::NotDone;
             }
-            let write = present && change(&mut values[..attnums.len()]);
-            let result = if write {
-                for (i, attnum) in attnums.iter().enumerate() {
-                    *(*new).tts_values.add((*attnum - 1) as usize) = values[i];
-                }
-                pg_sys::ExecStoreVirtualTuple(new);
-                let mut old_tid = (*old).tts_tid;
-                let mut failure: pg_sys::TM_FailureData = std::mem::zeroed();
-                let mut lock_mode: pg_sys::LockTupleMode::Type = 0;
-                let mut update_indexes = false;
-                let outcome = pg_sys::table_tuple_update(
-                    open.table,
-                    &mut old_tid,
-                    new,
-                    pg_sys::GetCurrentCommandId(true),
-                    pg_sys::GetActiveSnapshot(),
-                    std::ptr::null_mut(),
-                    true,
-                    &mut failure,
-                    &mut lock_mode,
-                    &mut update_indexes,
-                );
-                if outcome == pg_sys::TM_Result::TM_Ok {
-                    if update_indexes {
-                        insert_index_entry(open.table, open.index, new);
-                    }
-                    InPlace::Updated
-                } else {
-                    InPlace::NotDone
-                }
-            } else {
-                InPlace::NotDone
-            };
-            pg_sys::ExecDropSingleTupleTableSlot(new);
-            result
-        }
-    };
+            // SAFETY: the old version is in the scan's slot, pinned; the new one is written
+            // only if the old one is still the latest (table_tuple_update checks it under
+            // the buffer lock).
+            unsafe { update_row(&open, new, attnums, |values| change(i, values)) }
+        })
+        .collect();
+    // SAFETY: created above, dropped once.
+    unsafe { pg_sys::ExecDropSingleTupleTableSlot(new) };
     open.close();
     done
+}
+
+/// Writes a new version of the row in `open`'s slot, built in `new` from its values and
+/// what `change` makes of the `attnums` columns.
+///
+/// # Safety
+/// `open` holds the row just fetched; `new` is a slot of the same table.
+unsafe fn update_row(
+    open: &OpenScan,
+    new: *mut pg_sys::TupleTableSlot,
+    attnums: &[i32],
+    change: impl FnOnce(&mut [pg_sys::Datum]) -> bool,
+) -> InPlace {
+    // SAFETY: as the function's contract says.
+    unsafe {
+        let old = open.slot;
+        pg_sys::slot_getallattrs(old);
+        let natts = (*(*open.table).rd_att).natts as usize;
+        pg_sys::ExecClearTuple(new);
+        std::ptr::copy_nonoverlapping((*old).tts_values, (*new).tts_values, natts);
+        std::ptr::copy_nonoverlapping((*old).tts_isnull, (*new).tts_isnull, natts);
+        let mut values = [pg_sys::Datum::from(0); MAX_COLUMNS];
+        let mut present = true;
+        for (i, attnum) in attnums.iter().enumerate() {
+            let at = (*attnum - 1) as usize;
+            present &= !*(*old).tts_isnull.add(at);
+            values[i] = (*old).tts_values.add(at).read();
+        }
+        if !(present && change(&mut values[..attnums.len()])) {
+            return InPlace::NotDone;
+        }
+        for (i, attnum) in attnums.iter().enumerate() {
+            *(*new).tts_values.add((*attnum - 1) as usize) = values[i];
+        }
+        pg_sys::ExecStoreVirtualTuple(new);
+        let mut old_tid = (*old).tts_tid;
+        let mut failure: pg_sys::TM_FailureData = std::mem::zeroed();
+        let mut lock_mode: pg_sys::LockTupleMode::Type = 0;
+        let mut update_indexes = false;
+        let outcome = pg_sys::table_tuple_update(
+            open.table,
+            &mut old_tid,
+            new,
+            pg_sys::GetCurrentCommandId(true),
+            pg_sys::GetActiveSnapshot(),
+            std::ptr::null_mut(),
+            true,
+            &mut failure,
+            &mut lock_mode,
+            &mut update_indexes,
+        );
+        if outcome != pg_sys::TM_Result::TM_Ok {
+            return InPlace::NotDone;
+        }
+        if update_indexes {
+            insert_index_entry(open.table, open.index, new);
+        }
+        InPlace::Updated
+    }
 }
 
 /// True when an UPDATE of `table` runs nothing but the heap update and `index`'s maintenance:
