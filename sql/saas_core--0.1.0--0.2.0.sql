@@ -206,19 +206,9 @@ STRICT STABLE PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'usage_writer_wrapper';
 
-CREATE FUNCTION @extschema@."usage_writer_is_trusted"() RETURNS bool
-STRICT STABLE PARALLEL SAFE
+CREATE FUNCTION @extschema@."admit_usage_event"() RETURNS TRIGGER
 LANGUAGE c
-AS 'MODULE_PATHNAME', 'usage_writer_is_trusted_wrapper';
-
-CREATE FUNCTION @extschema@."usage_event_key_claimed"("event_id" uuid) RETURNS bool
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c
-AS 'MODULE_PATHNAME', 'usage_event_key_claimed_wrapper';
-
-CREATE FUNCTION @extschema@."enforce_member_usage_limits"() RETURNS TRIGGER
-LANGUAGE c
-AS 'MODULE_PATHNAME', 'enforce_member_usage_limits_wrapper';
+AS 'MODULE_PATHNAME', 'admit_usage_event_wrapper';
 
 CREATE FUNCTION @extschema@."start_member_usage_tally"() RETURNS TRIGGER
 LANGUAGE c
@@ -989,77 +979,58 @@ CREATE TABLE @extschema@.usage_meter_leases (
 );
 
 -- Only the service role dates an event (members cannot set occurred_at), and only within the
--- late-event window, never in the future. The WHEN clause keeps it off undated inserts.
-CREATE FUNCTION @extschema@.check_usage_event_time()
-RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
+-- late-event window, never in the future. admit_usage_event (src/recording.rs) asks it of
+-- dated inserts.
+CREATE FUNCTION @extschema@.check_usage_event_time(occurred_at timestamptz, received_at timestamptz)
+RETURNS void
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, @extschema@, pg_temp
 AS $$
 DECLARE
     window_ interval;
 BEGIN
-    IF @extschema@.restore_in_progress() THEN
-        RETURN NEW;
-    END IF;
     SELECT s.late_event_window INTO window_ FROM @extschema@.usage_settings s;
-    IF NEW.occurred_at < NEW.received_at - window_ THEN
-        RAISE EXCEPTION 'usage_events.occurred_at % is older than the late-event window (%)', NEW.occurred_at, window_
+    IF occurred_at < received_at - window_ THEN
+        RAISE EXCEPTION 'usage_events.occurred_at % is older than the late-event window (%)', occurred_at, window_
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'usage_settings.late_event_window sets how far back events may be dated.';
     END IF;
-    IF NEW.occurred_at > NEW.received_at + interval '5 minutes' THEN
-        RAISE EXCEPTION 'usage_events.occurred_at % is in the future', NEW.occurred_at
+    IF occurred_at > received_at + interval '5 minutes' THEN
+        RAISE EXCEPTION 'usage_events.occurred_at % is in the future', occurred_at
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    RETURN NEW;
 END
 $$;
 
-CREATE TRIGGER check_usage_event_time
-    BEFORE INSERT ON @extschema@.usage_events
-    FOR EACH ROW WHEN (NEW.occurred_at IS DISTINCT FROM NEW.received_at)
-    EXECUTE FUNCTION @extschema@.check_usage_event_time();
-
 -- A direct INSERT carrying an idempotency key already used in its organization is skipped
--- (INSERT 0 0), as record_usage would answer "duplicate". record_usage claims its key first,
--- for the event id it is about to write, and the WHEN clause lets that event pass untouched.
-CREATE FUNCTION @extschema@.deduplicate_usage_event()
-RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
+-- (INSERT 0 0), as record_usage would answer "duplicate": admit_usage_event claims the key
+-- for the row's event id here, and skips the row when this answers false. (record_usage
+-- claims its key itself, first, for the event it then writes.)
+CREATE FUNCTION @extschema@.claim_usage_event_key(organization uuid, idempotency text, event uuid)
+RETURNS boolean
+LANGUAGE plpgsql
 SET search_path = pg_catalog, @extschema@, pg_temp
 AS $$
 BEGIN
-    IF @extschema@.restore_in_progress() THEN
-        RETURN NEW;
-    END IF;
     INSERT INTO @extschema@.usage_idempotency_keys (organization_id, idempotency_key, event_id)
-    VALUES (NEW.organization_id, NEW.idempotency_key, NEW.id)
+    VALUES (organization, idempotency, event)
     ON CONFLICT DO NOTHING;
-    IF FOUND OR EXISTS (SELECT 1 FROM @extschema@.usage_idempotency_keys k
-                        WHERE k.organization_id = NEW.organization_id
-                          AND k.idempotency_key = NEW.idempotency_key AND k.event_id = NEW.id) THEN
-        RETURN NEW;
-    END IF;
-    RETURN NULL;
+    RETURN FOUND OR EXISTS (SELECT 1 FROM @extschema@.usage_idempotency_keys k
+                            WHERE k.organization_id = organization
+                              AND k.idempotency_key = idempotency AND k.event_id = event);
 END
 $$;
 
-CREATE TRIGGER deduplicate_usage_event
+-- The rules of a direct INSERT (src/recording.rs, admit_usage_event): dated events, repeated
+-- keys, and members' limits (past a soft limit the row is stored as overage). Trusted writers
+-- (the service role, the owner, record_usage itself) skip the limits: their inserts stay
+-- plain inserts. No WHEN clauses: PostgreSQL parses them anew for every statement.
+CREATE TRIGGER admit_usage_event
     BEFORE INSERT ON @extschema@.usage_events
-    FOR EACH ROW WHEN (NEW.idempotency_key IS NOT NULL AND NOT @extschema@.usage_event_key_claimed(NEW.id))
-    EXECUTE FUNCTION @extschema@.deduplicate_usage_event();
-
--- Members inserting directly meet the limits record_usage enforces, before the row is
--- written (past a soft limit it is stored as overage). Trusted writers (the service role, the
--- owner, record_usage itself) skip it: their inserts stay plain inserts.
-CREATE TRIGGER enforce_member_usage_limits
-    BEFORE INSERT ON @extschema@.usage_events
-    FOR EACH ROW WHEN (NOT @extschema@.usage_writer_is_trusted())
-    EXECUTE FUNCTION @extschema@.enforce_member_usage_limits();
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.admit_usage_event();
 CREATE TRIGGER start_member_usage_tally
     BEFORE INSERT ON @extschema@.usage_events
-    FOR EACH STATEMENT WHEN (NOT @extschema@.usage_writer_is_trusted())
-    EXECUTE FUNCTION @extschema@.start_member_usage_tally();
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.start_member_usage_tally();
 
 REVOKE ALL ON @extschema@.usage_idempotency_keys, @extschema@.usage_meter_locks, @extschema@.usage_meter_leases
     FROM PUBLIC, anon, authenticated, service_role;
@@ -1074,16 +1045,10 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_idempotency_keys',
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_meter_locks', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_meter_leases', '');
 
-ALTER FUNCTION @extschema@.enforce_member_usage_limits()
-    SECURITY DEFINER SET search_path = pg_catalog, @extschema@, pg_temp;
-REVOKE ALL ON FUNCTION @extschema@.check_usage_event_time() FROM PUBLIC, anon, authenticated, service_role;
-REVOKE ALL ON FUNCTION @extschema@.deduplicate_usage_event() FROM PUBLIC, anon, authenticated, service_role;
-REVOKE ALL ON FUNCTION @extschema@.enforce_member_usage_limits() FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.check_usage_event_time(timestamptz, timestamptz) FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.claim_usage_event_key(uuid, text, uuid) FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION @extschema@.admit_usage_event() FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.start_member_usage_tally() FROM PUBLIC, anon, authenticated, service_role;
-REVOKE ALL ON FUNCTION @extschema@.usage_writer_is_trusted() FROM PUBLIC, anon, authenticated, service_role;
-GRANT EXECUTE ON FUNCTION @extschema@.usage_writer_is_trusted() TO authenticated, service_role;
-REVOKE ALL ON FUNCTION @extschema@.usage_event_key_claimed(uuid) FROM PUBLIC, anon, authenticated, service_role;
-GRANT EXECUTE ON FUNCTION @extschema@.usage_event_key_claimed(uuid) TO authenticated, service_role;
 REVOKE ALL ON FUNCTION @extschema@.record_usage(uuid, text, numeric, text, timestamptz, jsonb, uuid)
     FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION @extschema@.record_usage(uuid, text, numeric, text, timestamptz, jsonb, uuid)

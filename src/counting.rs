@@ -409,7 +409,7 @@ fn count_one(client: &mut pgrx::spi::SpiClient<'_>, event: &SingleEvent) {
 /// Runs `f` as the owner of `usage_counters` with `search_path = pg_catalog, <its schema>,
 /// pg_temp`, as a SECURITY DEFINER function runs. An error inside needs no restoring: the
 /// (sub)transaction abort resets the user and the setting, as it does for such functions.
-fn as_counter_owner<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn as_counter_owner<R>(f: impl FnOnce() -> R) -> R {
     let Writer {
         owner, search_path, ..
     } = writer();

@@ -29,10 +29,8 @@ pgrx::extension_sql_file!(
         "retention",
         record_usage,
         record_usage_batch,
-        enforce_member_usage_limits,
+        admit_usage_event,
         start_member_usage_tally,
-        usage_writer_is_trusted,
-        usage_event_key_claimed,
     ]
 );
 
@@ -285,10 +283,8 @@ impl Drop for ClaimedWhileWriting {
 }
 
 /// True while `record_usage`, in this backend, writes the event `event_id` whose idempotency
-/// key it has already claimed: the trigger `deduplicate_usage_event` (for direct INSERTs)
-/// would only find that claim again, so its WHEN clause skips it.
-#[pg_extern(volatile, parallel_unsafe)]
-fn usage_event_key_claimed(event_id: Uuid) -> bool {
+/// key it has already claimed: `admit_usage_event` would only find that claim again.
+fn key_claimed_by_record_usage(event_id: Uuid) -> bool {
     CLAIMED.with(|c| c.borrow().contains(&event_id))
 }
 
@@ -779,13 +775,6 @@ fn jsonb_value(client: &SpiClient<'_>, value: RawJsonb) -> Value {
     .unwrap_or(Value::Null)
 }
 
-/// True when the current role writes usage on trust (the service role, the table's owner, a
-/// superuser): direct INSERTs by anyone else meet the members' limits.
-#[pg_extern(stable, parallel_safe)]
-fn usage_writer_is_trusted() -> bool {
-    auth_context::current_role_is_service_role()
-}
-
 /// What the rows of the current INSERT statement (not counted yet: the statement trigger
 /// counts them at its end) added to each meter so far, and the users they brought. Started
 /// afresh by `start_member_usage_tally` before each member INSERT: the row trigger's own writes
@@ -800,8 +789,9 @@ thread_local! {
     static TALLY: std::cell::RefCell<StatementTally> = std::cell::RefCell::new(StatementTally::default());
 }
 
-/// `start_member_usage_tally`: BEFORE INSERT ON usage_events FOR EACH STATEMENT, for writers
-/// that are not trusted. A statement's rows are admitted against what its earlier rows took.
+/// `start_member_usage_tally`: BEFORE INSERT ON usage_events FOR EACH STATEMENT. A member's
+/// rows are admitted against what the statement's earlier rows took. (No WHEN clause: a
+/// trigger's WHEN is parsed anew for every statement, which costs more than this reset.)
 #[pg_trigger]
 fn start_member_usage_tally<'a>(
     _trigger: &'a PgTrigger<'a>,
@@ -810,54 +800,116 @@ fn start_member_usage_tally<'a>(
     Ok(None)
 }
 
-/// `enforce_member_usage_limits`: BEFORE INSERT ON usage_events FOR EACH ROW, for writers that
-/// are not trusted (members inserting directly). A hard limit refuses the row with 54000 (the
-/// statement fails whole); past a soft one the row is stored as overage (`over_limit`). Like
-/// `record_usage`, it takes the meter's turn before reading the usage.
+/// The late-event window's check of a dated event (sql/recording.sql).
+static CHECK_EVENT_TIME: Statement = Statement::read(
+    "SELECT check_usage_event_time($1, $2)",
+    &[types::TIMESTAMPTZ, types::TIMESTAMPTZ],
+);
+/// Claims a direct INSERT's idempotency key for its event; false when the key is taken.
+static CLAIM_EVENT_KEY: Statement = Statement::write(
+    "SELECT claim_usage_event_key($1, $2, $3)",
+    &[types::UUID, types::TEXT, types::UUID],
+);
+
+/// `admit_usage_event`: BEFORE INSERT ON usage_events FOR EACH ROW, the rules every direct
+/// INSERT meets, in this order:
+/// 1. only the service role dates an event (`occurred_at`), within the late-event window and
+///    never in the future;
+/// 2. a row whose idempotency key its organization already used is skipped (INSERT 0 0), as
+///    `record_usage` answers "duplicate" (`record_usage` claims its key first, for the event
+///    it then writes, which passes);
+/// 3. a writer that is not trusted (a member inserting directly; the service role, the
+///    owner and superusers are trusted) meets the limits `record_usage` enforces: a hard one
+///    refuses the row with 54000 (the statement fails whole), past a soft one the row is
+///    stored as overage (`over_limit`). Like `record_usage`, it takes the meter's turn first.
+///
+/// One trigger without WHEN clauses: PostgreSQL parses a trigger's WHEN anew for every
+/// statement, which cost more than the checks themselves. It runs as the caller (who is
+/// trusted is decided by the caller's role); what it reads and writes it does as the owner of
+/// the usage tables, with a pinned search_path, as a SECURITY DEFINER function would.
 #[pg_trigger]
-fn enforce_member_usage_limits<'a>(
+fn admit_usage_event<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, impl WhoAllocated>>, pgrx::datum::TryFromDatumError> {
     let Some(new) = trigger.new() else {
-        errors::invalid_parameter(
-            "enforce_member_usage_limits() must be a row-level INSERT trigger",
-        )
+        errors::invalid_parameter("admit_usage_event() must be a row-level INSERT trigger")
     };
     if crate::backup::restore_in_progress() {
         return Ok(Some(new.into_owned()));
     }
+    let occurred: Option<TimestampWithTimeZone> = new.get_by_name("occurred_at")?;
+    let received: Option<TimestampWithTimeZone> = new.get_by_name("received_at")?;
+    if let (Some(occurred), Some(received)) = (occurred, received) {
+        if occurred != received {
+            crate::counting::as_counter_owner(|| {
+                Spi::connect(|client| {
+                    client
+                        .select(
+                            CHECK_EVENT_TIME.prepared(client),
+                            None,
+                            &[occurred.into(), received.into()],
+                        )
+                        .map(|_| ())
+                        .unwrap_or_else(|e| errors::internal("checking occurred_at", e))
+                })
+            });
+        }
+    }
     let org: Uuid = errors::required(new.get_by_name("organization_id")?, "organization_id");
+    if let Some(key) = new.get_by_name::<String>("idempotency_key")? {
+        let id: Uuid = errors::required(new.get_by_name("id")?, "id");
+        if !key_claimed_by_record_usage(id) {
+            let claimed = crate::counting::as_counter_owner(|| {
+                Spi::connect_mut(|client| {
+                    spi::one_mut::<bool>(
+                        client,
+                        &CLAIM_EVENT_KEY,
+                        &[org.into(), key.into(), id.into()],
+                        "claiming an idempotency key",
+                    )
+                })
+            });
+            if claimed != Some(true) {
+                return Ok(None);
+            }
+        }
+    }
+    if auth_context::current_role_is_service_role() {
+        return Ok(Some(new.into_owned()));
+    }
     let event_type: String = errors::required(new.get_by_name("event_type")?, "event_type");
     let user: Option<Uuid> = new.get_by_name("user_id")?;
     let quantity: AnyNumeric = errors::required(new.get_by_name("quantity")?, "quantity");
     let quantity = f64::try_from(quantity).unwrap_or(f64::INFINITY);
-    let over_soft = Spi::connect_mut(|client| {
-        let catalog = plan_catalog::get(client);
-        if catalog.limits_counting(&event_type).is_empty() {
-            return false;
-        }
-        let (plan, _) = index_reads::with_snapshot(Visibility::of_spi(), || {
-            entitlements::subscription(&catalog, org)
-        });
-        TALLY.with(|tally| {
-            let mut tally = tally.borrow_mut();
-            let key = (org, event_type.clone());
-            let candidate = Candidate {
-                org,
-                event_type: &event_type,
-                quantity,
-                user,
-                pending: tally.quantities.get(&key).copied().unwrap_or(0.0),
-                user_seen: user
-                    .is_some_and(|u| tally.users.contains(&(org, event_type.clone(), u))),
-            };
-            let admission =
-                quota::admit(client, &catalog, &plan, &candidate).unwrap_or_else(|r| r.raise());
-            *tally.quantities.entry(key).or_insert(0.0) += quantity;
-            if let Some(u) = user {
-                tally.users.insert((org, event_type.clone(), u));
+    let over_soft = crate::counting::as_counter_owner(|| {
+        Spi::connect_mut(|client| {
+            let catalog = plan_catalog::get(client);
+            if catalog.limits_counting(&event_type).is_empty() {
+                return false;
             }
-            admission.over_soft
+            let (plan, _) = index_reads::with_snapshot(Visibility::of_spi(), || {
+                entitlements::subscription(&catalog, org)
+            });
+            TALLY.with(|tally| {
+                let mut tally = tally.borrow_mut();
+                let key = (org, event_type.clone());
+                let candidate = Candidate {
+                    org,
+                    event_type: &event_type,
+                    quantity,
+                    user,
+                    pending: tally.quantities.get(&key).copied().unwrap_or(0.0),
+                    user_seen: user
+                        .is_some_and(|u| tally.users.contains(&(org, event_type.clone(), u))),
+                };
+                let admission =
+                    quota::admit(client, &catalog, &plan, &candidate).unwrap_or_else(|r| r.raise());
+                *tally.quantities.entry(key).or_insert(0.0) += quantity;
+                if let Some(u) = user {
+                    tally.users.insert((org, event_type.clone(), u));
+                }
+                admission.over_soft
+            })
         })
     });
     let mut row = new.into_owned();
