@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 
 use pgrx::prelude::*;
-use pgrx::{AnyNumeric, PgTupleDesc, Uuid};
+use pgrx::{AnyNumeric, Uuid};
 
 use crate::errors;
 use crate::index_reads::{self, InPlace, Key, KeyedRows, Probe, Visibility};
@@ -196,10 +196,12 @@ pub fn count_usage_events<'a>(
     Ok(None)
 }
 
-/// Reads the one row of the transition table, through a read pointer of its own.
+/// Reads the one row of the transition table, through a read pointer of its own, converting
+/// its columns straight from the slot (no copy of the row, no lookup by name per column).
 fn single_event(data: &pg_sys::TriggerData) -> Result<SingleEvent, pgrx::datum::TryFromDatumError> {
-    // SAFETY: the transition table and the relation are the trigger's; the slot is dropped
-    // before returning and the tuple read from it is copied.
+    // SAFETY: the transition table and the relation are the trigger's. The slot reads the
+    // tuplestore's own copy of the row (alive while the statement's AFTER triggers run), and
+    // every value is converted to an owned one before the slot is dropped.
     unsafe {
         let table = data.tg_newtable;
         let tupdesc = (*data.tg_relation).rd_att;
@@ -207,19 +209,54 @@ fn single_event(data: &pg_sys::TriggerData) -> Result<SingleEvent, pgrx::datum::
         pg_sys::tuplestore_select_read_pointer(table, reader);
         pg_sys::tuplestore_rescan(table);
         let slot = pg_sys::MakeSingleTupleTableSlot(tupdesc, &raw const pg_sys::TTSOpsMinimalTuple);
-        if !pg_sys::tuplestore_gettupleslot(table, true, true, slot) {
+        if !pg_sys::tuplestore_gettupleslot(table, true, false, slot) {
             errors::internal("counting a usage event", "the transition table is empty");
         }
-        let tuple = pg_sys::ExecCopySlotHeapTuple(slot);
+        pg_sys::slot_getallattrs(slot);
+        let column = |name: &CStr| -> (pg_sys::Datum, bool) {
+            for i in 0..(*tupdesc).natts as usize {
+                let attribute = (*tupdesc).attrs.as_ptr().add(i);
+                if !(*attribute).attisdropped
+                    && CStr::from_ptr((*attribute).attname.data.as_ptr()) == name
+                {
+                    return (*(*slot).tts_values.add(i), *(*slot).tts_isnull.add(i));
+                }
+            }
+            errors::internal(
+                "counting a usage event",
+                format!("usage_events has no column {}", name.to_string_lossy()),
+            )
+        };
+        let (org, org_null) = column(c"organization_id");
+        let (event_type, type_null) = column(c"event_type");
+        let (user, user_null) = column(c"user_id");
+        let (quantity, quantity_null) = column(c"quantity");
+        let (occurred_at, occurred_null) = column(c"occurred_at");
+        let event = SingleEvent {
+            org: errors::required(
+                Uuid::from_polymorphic_datum(org, org_null, pg_sys::UUIDOID),
+                "organization_id",
+            ),
+            event_type: errors::required(
+                String::from_polymorphic_datum(event_type, type_null, pg_sys::TEXTOID),
+                "event_type",
+            ),
+            user: Uuid::from_polymorphic_datum(user, user_null, pg_sys::UUIDOID),
+            quantity: errors::required(
+                AnyNumeric::from_polymorphic_datum(quantity, quantity_null, pg_sys::NUMERICOID),
+                "quantity",
+            ),
+            occurred_at: errors::required(
+                TimestampWithTimeZone::from_polymorphic_datum(
+                    occurred_at,
+                    occurred_null,
+                    pg_sys::TIMESTAMPTZOID,
+                ),
+                "occurred_at",
+            ),
+        };
         pg_sys::ExecDropSingleTupleTableSlot(slot);
-        let row = PgHeapTuple::from_heap_tuple(PgTupleDesc::from_pg_unchecked(tupdesc), tuple);
-        Ok(SingleEvent {
-            org: errors::required(row.get_by_name("organization_id")?, "organization_id"),
-            event_type: errors::required(row.get_by_name("event_type")?, "event_type"),
-            user: row.get_by_name("user_id")?,
-            quantity: errors::required(row.get_by_name("quantity")?, "quantity"),
-            occurred_at: errors::required(row.get_by_name("occurred_at")?, "occurred_at"),
-        })
+        Ok(event)
     }
 }
 
