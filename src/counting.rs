@@ -214,18 +214,8 @@ fn single_event(data: &pg_sys::TriggerData) -> Result<SingleEvent, pgrx::datum::
         }
         pg_sys::slot_getallattrs(slot);
         let column = |name: &CStr| -> (pg_sys::Datum, bool) {
-            for i in 0..(*tupdesc).natts as usize {
-                let attribute = (*tupdesc).attrs.as_ptr().add(i);
-                if !(*attribute).attisdropped
-                    && CStr::from_ptr((*attribute).attname.data.as_ptr()) == name
-                {
-                    return (*(*slot).tts_values.add(i), *(*slot).tts_isnull.add(i));
-                }
-            }
-            errors::internal(
-                "counting a usage event",
-                format!("usage_events has no column {}", name.to_string_lossy()),
-            )
+            let at = crate::tuples::column_number(tupdesc, name).get() - 1;
+            (*(*slot).tts_values.add(at), *(*slot).tts_isnull.add(at))
         };
         let (org, org_null) = column(c"organization_id");
         let (event_type, type_null) = column(c"event_type");

@@ -40,6 +40,7 @@ mod roles;
 mod spi;
 mod teams;
 mod timestamps;
+mod tuples;
 mod usage_records;
 
 ::pgrx::pg_module_magic!(name, version);

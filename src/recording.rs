@@ -9,7 +9,9 @@ use std::collections::HashMap;
 
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use pgrx::{AnyNumeric, Uuid};
+use std::ffi::CStr;
+
+use pgrx::{AnyNumeric, PgTupleDesc, Uuid};
 use serde_json::{json, Map, Value};
 
 use crate::auth_context;
@@ -21,6 +23,7 @@ use crate::meters;
 use crate::plan_catalog::{self, PlanCatalog};
 use crate::quota::{self, Candidate, Refusal};
 use crate::spi::{self, types, Expect, Statement};
+use crate::tuples;
 
 pgrx::extension_sql_file!(
     "../sql/recording.sql",
@@ -830,17 +833,22 @@ static CLAIM_EVENT_KEY: Statement = Statement::write(
 #[pg_trigger]
 fn admit_usage_event<'a>(
     trigger: &'a PgTrigger<'a>,
-) -> Result<Option<PgHeapTuple<'a, impl WhoAllocated>>, pgrx::datum::TryFromDatumError> {
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, pgrx::datum::TryFromDatumError> {
     let Some(new) = trigger.new() else {
         errors::invalid_parameter("admit_usage_event() must be a row-level INSERT trigger")
     };
+    // The row goes back as it came (PostgreSQL then keeps it as is), unless it is overage.
     if crate::backup::restore_in_progress() {
-        return Ok(Some(new.into_owned()));
+        return Ok(Some(new));
     }
-    let occurred: Option<TimestampWithTimeZone> = new.get_by_name("occurred_at")?;
-    let received: Option<TimestampWithTimeZone> = new.get_by_name("received_at")?;
+    // SAFETY: the trigger's relation, open while it runs.
+    let tupdesc = unsafe { (*trigger.trigger_data().tg_relation).rd_att };
+    // SAFETY: the relation's own descriptor.
+    let column = |name: &CStr| unsafe { tuples::column_number(tupdesc, name) };
+    let occurred: Option<TimestampWithTimeZone> = new.get_by_index(column(c"occurred_at"))?;
+    let received: Option<TimestampWithTimeZone> = new.get_by_index(column(c"received_at"))?;
     if let (Some(occurred), Some(received)) = (occurred, received) {
-        if occurred != received {
+        if occurred.into_inner() != received.into_inner() {
             crate::counting::as_counter_owner(|| {
                 Spi::connect(|client| {
                     client
@@ -855,9 +863,12 @@ fn admit_usage_event<'a>(
             });
         }
     }
-    let org: Uuid = errors::required(new.get_by_name("organization_id")?, "organization_id");
-    if let Some(key) = new.get_by_name::<String>("idempotency_key")? {
-        let id: Uuid = errors::required(new.get_by_name("id")?, "id");
+    let org: Uuid = errors::required(
+        new.get_by_index(column(c"organization_id"))?,
+        "organization_id",
+    );
+    if let Some(key) = new.get_by_index::<String>(column(c"idempotency_key"))? {
+        let id: Uuid = errors::required(new.get_by_index(column(c"id"))?, "id");
         if !key_claimed_by_record_usage(id) {
             let claimed = crate::counting::as_counter_owner(|| {
                 Spi::connect_mut(|client| {
@@ -875,11 +886,12 @@ fn admit_usage_event<'a>(
         }
     }
     if auth_context::current_role_is_service_role() {
-        return Ok(Some(new.into_owned()));
+        return Ok(Some(new));
     }
-    let event_type: String = errors::required(new.get_by_name("event_type")?, "event_type");
-    let user: Option<Uuid> = new.get_by_name("user_id")?;
-    let quantity: AnyNumeric = errors::required(new.get_by_name("quantity")?, "quantity");
+    let event_type: String =
+        errors::required(new.get_by_index(column(c"event_type"))?, "event_type");
+    let user: Option<Uuid> = new.get_by_index(column(c"user_id"))?;
+    let quantity: AnyNumeric = errors::required(new.get_by_index(column(c"quantity"))?, "quantity");
     let quantity = f64::try_from(quantity).unwrap_or(f64::INFINITY);
     let over_soft = crate::counting::as_counter_owner(|| {
         Spi::connect_mut(|client| {
@@ -912,9 +924,14 @@ fn admit_usage_event<'a>(
             })
         })
     });
-    let mut row = new.into_owned();
-    if over_soft {
-        row.set_by_name("over_limit", true)?;
+    if !over_soft {
+        return Ok(Some(new));
     }
-    Ok(Some(row))
+    let mut row = new.into_owned();
+    row.set_by_name("over_limit", true)?;
+    // SAFETY: the modified copy, palloc'd in the trigger's memory context, in the relation's
+    // shape; PostgreSQL takes it from here.
+    Ok(Some(unsafe {
+        PgHeapTuple::from_heap_tuple(PgTupleDesc::from_pg_unchecked(tupdesc), row.into_pg())
+    }))
 }
