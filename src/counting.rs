@@ -347,11 +347,14 @@ fn add_in_place(event: &SingleEvent) -> Vec<Period> {
         columns: &[c"total_quantity", c"event_count"],
     };
     let done = index_reads::update_in_place(counters_schema(), &counters, |_, row| {
-        // SAFETY: the columns are a numeric and a bigint, non-null, read while pinned.
+        let (Some(total), Some(events)) = (row[0], row[1]) else {
+            return false;
+        };
+        // SAFETY: the columns are a numeric and a bigint, read while pinned.
         let (Some(total), Some(events)) = (unsafe {
             (
-                AnyNumeric::from_polymorphic_datum(row[0], false, pg_sys::NUMERICOID),
-                i64::from_polymorphic_datum(row[1], false, pg_sys::INT8OID),
+                AnyNumeric::from_polymorphic_datum(total, false, pg_sys::NUMERICOID),
+                i64::from_polymorphic_datum(events, false, pg_sys::INT8OID),
             )
         }) else {
             return false;
@@ -363,8 +366,8 @@ fn add_in_place(event: &SingleEvent) -> Vec<Period> {
         let Some(total) = (total + event.quantity.clone()).into_datum() else {
             return false;
         };
-        row[0] = total;
-        row[1] = pg_sys::Datum::from(events);
+        row[0] = Some(total);
+        row[1] = Some(pg_sys::Datum::from(events));
         true
     });
     for ((period, _), outcome) in known.iter().zip(done) {
@@ -486,7 +489,7 @@ static COUNTER_OWNER: Statement = Statement::read(
 );
 
 /// The schema of `usage_counters`, without copying the rest of `writer()`.
-fn counters_schema() -> pg_sys::Oid {
+pub(crate) fn counters_schema() -> pg_sys::Oid {
     WRITER
         .with(|w| w.borrow().as_ref().map(|w| w.schema))
         .unwrap_or_else(|| writer().schema)

@@ -290,7 +290,8 @@ pub enum InPlace {
     Updated,
     /// Nothing was written: no row matched (or the table is not where it was looked for),
     /// another transaction changed or removed the row first, `change` declined, or an UPDATE
-    /// of the table would run more than this does (user triggers, rules, other indexes). The
+    /// of the table would run more than this does (user triggers, rules, indexes on expressions or
+    /// with predicates, exclusion constraints, deferred unique checks). The
     /// caller runs its SQL instead.
     NotDone,
 }
@@ -318,7 +319,7 @@ pub struct KeyedRows<'a> {
 pub fn update_in_place(
     schema: pg_sys::Oid,
     rows: &KeyedRows<'_>,
-    change: impl FnMut(usize, &mut [pg_sys::Datum]) -> bool,
+    change: impl FnMut(usize, &mut [Option<pg_sys::Datum>]) -> bool,
 ) -> Vec<InPlace> {
     // SAFETY: XactIsoLevel is the backend's own setting.
     if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
@@ -334,7 +335,7 @@ pub fn update_in_place(
 fn update_found(
     schema: pg_sys::Oid,
     rows: &KeyedRows<'_>,
-    mut change: impl FnMut(usize, &mut [pg_sys::Datum]) -> bool,
+    mut change: impl FnMut(usize, &mut [Option<pg_sys::Datum>]) -> bool,
 ) -> Vec<InPlace> {
     let nkeys = rows.rows.first().map_or(0, |keys| keys.len());
     if rows.rows.iter().any(|keys| keys.len() != nkeys) {
@@ -395,7 +396,7 @@ unsafe fn update_row(
     open: &OpenScan,
     new: *mut pg_sys::TupleTableSlot,
     attnums: &[i32],
-    change: impl FnOnce(&mut [pg_sys::Datum]) -> bool,
+    change: impl FnOnce(&mut [Option<pg_sys::Datum>]) -> bool,
 ) -> InPlace {
     // SAFETY: as the function's contract says.
     unsafe {
@@ -405,18 +406,18 @@ unsafe fn update_row(
         pg_sys::ExecClearTuple(new);
         std::ptr::copy_nonoverlapping((*old).tts_values, (*new).tts_values, natts);
         std::ptr::copy_nonoverlapping((*old).tts_isnull, (*new).tts_isnull, natts);
-        let mut values = [pg_sys::Datum::from(0); MAX_COLUMNS];
-        let mut present = true;
+        let mut values = [None; MAX_COLUMNS];
         for (i, attnum) in attnums.iter().enumerate() {
             let at = (*attnum - 1) as usize;
-            present &= !*(*old).tts_isnull.add(at);
-            values[i] = (*old).tts_values.add(at).read();
+            values[i] = (!*(*old).tts_isnull.add(at)).then(|| (*old).tts_values.add(at).read());
         }
-        if !(present && change(&mut values[..attnums.len()])) {
+        if !change(&mut values[..attnums.len()]) {
             return InPlace::NotDone;
         }
         for (i, attnum) in attnums.iter().enumerate() {
-            *(*new).tts_values.add((*attnum - 1) as usize) = values[i];
+            let at = (*attnum - 1) as usize;
+            *(*new).tts_isnull.add(at) = values[i].is_none();
+            *(*new).tts_values.add(at) = values[i].unwrap_or(pg_sys::Datum::from(0));
         }
         pg_sys::ExecStoreVirtualTuple(new);
         let mut old_tid = (*old).tts_tid;
@@ -439,21 +440,22 @@ unsafe fn update_row(
             return InPlace::NotDone;
         }
         if update_indexes {
-            insert_index_entry(open.table, open.index, new);
+            insert_index_entries(open.table, new);
         }
         InPlace::Updated
     }
 }
 
-/// True when an UPDATE of `table` runs nothing but the heap update and `index`'s maintenance:
-/// a plain table, no rules, no user trigger on UPDATE (internal ones, such as foreign-key
-/// checks, fire only when their columns change, and these updates leave keys alone), and no
-/// index but `index`.
+/// True when an UPDATE of `table` runs nothing but the heap update and its indexes'
+/// maintenance: a plain table, no rules, no user trigger on UPDATE (internal ones, such as
+/// foreign-key checks, fire only when their columns change, and these updates leave keys
+/// alone), and indexes on plain columns only (no expressions, no predicates), among them
+/// `index`.
 ///
 /// # Safety
 /// Both relations are open.
 unsafe fn plain_update_target(table: pg_sys::Relation, index: pg_sys::Relation) -> bool {
-    // SAFETY: reads the open relations' descriptors.
+    // SAFETY: reads the open relations' descriptors and the indexes' pg_index rows.
     unsafe {
         let form = (*table).rd_rel;
         if (*form).relkind != pg_sys::RELKIND_RELATION as std::ffi::c_char || (*form).relhasrules {
@@ -471,52 +473,89 @@ unsafe fn plain_update_target(table: pg_sys::Relation, index: pg_sys::Relation) 
             }
         }
         let indexes = pg_sys::RelationGetIndexList(table);
-        let only_this = !indexes.is_null()
-            && (*indexes).length == 1
-            && (*(*indexes).elements).oid_value == (*index).rd_id;
+        let mut found = false;
+        let mut plain = true;
+        if !indexes.is_null() {
+            for i in 0..(*indexes).length as usize {
+                let oid = (*(*indexes).elements.add(i)).oid_value;
+                found |= oid == (*index).rd_id;
+                let tuple = pg_sys::SearchSysCache1(
+                    pg_sys::SysCacheIdentifier::INDEXRELID as i32,
+                    pg_sys::Datum::from(oid),
+                );
+                if tuple.is_null() {
+                    plain = false;
+                    continue;
+                }
+                let form = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_index>(tuple);
+                // Exclusion constraints and deferred unique checks need the executor.
+                plain &= !(*form).indisexclusion
+                    && (*form).indimmediate
+                    && pg_sys::heap_attisnull(
+                        tuple,
+                        pg_sys::Anum_pg_index_indexprs as i32,
+                        std::ptr::null_mut(),
+                    )
+                    && pg_sys::heap_attisnull(
+                        tuple,
+                        pg_sys::Anum_pg_index_indpred as i32,
+                        std::ptr::null_mut(),
+                    );
+                pg_sys::ReleaseSysCache(tuple);
+            }
+        }
         pg_sys::list_free(indexes);
-        only_this
+        found && plain
     }
 }
 
-/// The index entry for a new version that is not heap-only, as an UPDATE's executor adds it
-/// (unique check included; the key did not change, which the index may use to clean up).
+/// The index entries for a new version that is not heap-only, in every index of `table`, as
+/// an UPDATE's executor adds them (unique checks included; the keys did not change, which an
+/// index may use to clean up).
 ///
 /// # Safety
-/// `slot` holds the version just written to `table`; `index` is `table`'s only index, on
-/// plain columns.
-unsafe fn insert_index_entry(
-    table: pg_sys::Relation,
-    index: pg_sys::Relation,
-    slot: *mut pg_sys::TupleTableSlot,
-) {
-    // SAFETY: as the function's contract says.
+/// `slot` holds the version just written to `table`, whose indexes are on plain columns.
+unsafe fn insert_index_entries(table: pg_sys::Relation, slot: *mut pg_sys::TupleTableSlot) {
+    // SAFETY: as the function's contract says; each index is opened and closed here (the
+    // lock stays until the transaction ends, as the executor's).
     unsafe {
-        let info = pg_sys::BuildIndexInfo(index);
-        let mut values = [pg_sys::Datum::from(0); pg_sys::INDEX_MAX_KEYS as usize];
-        let mut isnull = [false; pg_sys::INDEX_MAX_KEYS as usize];
-        pg_sys::FormIndexDatum(
-            info,
-            slot,
-            std::ptr::null_mut(),
-            values.as_mut_ptr(),
-            isnull.as_mut_ptr(),
-        );
-        let check = if (*info).ii_Unique {
-            pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES
-        } else {
-            pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO
-        };
-        pg_sys::index_insert(
-            index,
-            values.as_mut_ptr(),
-            isnull.as_mut_ptr(),
-            &mut (*slot).tts_tid,
-            table,
-            check,
-            true,
-            info,
-        );
+        let indexes = pg_sys::RelationGetIndexList(table);
+        for i in 0..(*indexes).length as usize {
+            let oid = (*(*indexes).elements.add(i)).oid_value;
+            let index = pg_sys::index_open(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+            let info = pg_sys::BuildIndexInfo(index);
+            // An index still being built concurrently takes no entries yet, as in the executor.
+            if !(*info).ii_ReadyForInserts {
+                pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+                continue;
+            }
+            let mut values = [pg_sys::Datum::from(0); pg_sys::INDEX_MAX_KEYS as usize];
+            let mut isnull = [false; pg_sys::INDEX_MAX_KEYS as usize];
+            pg_sys::FormIndexDatum(
+                info,
+                slot,
+                std::ptr::null_mut(),
+                values.as_mut_ptr(),
+                isnull.as_mut_ptr(),
+            );
+            let check = if (*info).ii_Unique {
+                pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES
+            } else {
+                pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO
+            };
+            pg_sys::index_insert(
+                index,
+                values.as_mut_ptr(),
+                isnull.as_mut_ptr(),
+                &mut (*slot).tts_tid,
+                table,
+                check,
+                true,
+                info,
+            );
+            pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+        }
+        pg_sys::list_free(indexes);
     }
 }
 

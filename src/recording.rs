@@ -411,14 +411,35 @@ fn answer(
     );
     let answer = Value::Object(out);
     if let Some(key) = &r.key {
+        keep_answer(client, r.org, key, &answer);
+    }
+    answer
+}
+
+/// Keeps `answer` with the key this call claimed, for a repeated call to return: written in
+/// place into the key's row (just inserted by this transaction), without a statement; through
+/// SQL when that cannot be done (src/index_reads.rs says when).
+fn keep_answer(client: &mut SpiClient<'_>, org: Uuid, key: &str, answer: &Value) {
+    let response = crate::jsonb::build(answer);
+    let keys = [index_reads::Key::Uuid(org), index_reads::Key::Text(key)];
+    let rows = index_reads::KeyedRows {
+        table: c"usage_idempotency_keys",
+        index: c"usage_idempotency_keys_pkey",
+        rows: &[&keys],
+        columns: &[c"response"],
+    };
+    let done = index_reads::update_in_place(crate::counting::counters_schema(), &rows, |_, row| {
+        row[0] = response.into_datum();
+        true
+    });
+    if done.first() != Some(&index_reads::InPlace::Updated) {
         spi::run(
             client,
             &KEEP_RESULT,
-            &[r.org.into(), key.as_str().into(), answer.to_string().into()],
+            &[org.into(), key.into(), answer.to_string().into()],
             "keeping the result",
         );
     }
-    answer
 }
 
 fn caller(client: &SpiClient<'_>) -> Caller {
@@ -934,4 +955,66 @@ fn admit_usage_event<'a>(
     Ok(Some(unsafe {
         PgHeapTuple::from_heap_tuple(PgTupleDesc::from_pg_unchecked(tupdesc), row.into_pg())
     }))
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    const OWNER: &str = "00000000-0000-4000-8000-00000000ab01";
+
+    fn count(sql: &str) -> i64 {
+        Spi::get_one::<i64>(sql).unwrap().unwrap()
+    }
+
+    /// record_usage keeps each answer with its key in place (no UPDATE statement); a new version
+    /// that does not fit on its page gets entries in every index of the keys' table (its primary
+    /// key and the BRIN on created_at), as an UPDATE's would, so both still find every row.
+    #[pg_test]
+    fn answers_kept_in_place_are_found_through_every_index() {
+        Spi::run(&format!(
+            "INSERT INTO auth.users (id, email) VALUES ('{OWNER}', 'keys@example.com')"
+        ))
+        .unwrap();
+        let org = Spi::get_one::<String>(&format!(
+            "SELECT id::text FROM organizations WHERE owner_id = '{OWNER}'"
+        ))
+        .unwrap()
+        .unwrap();
+        Spi::run(&format!(
+            "SELECT record_usage('{org}', 'api_call', 1, 'key-' || g) FROM generate_series(1, 400) g"
+        ))
+        .unwrap();
+        assert!(
+            count(
+                "SELECT n_tup_upd - n_tup_hot_upd FROM pg_stat_xact_user_tables
+                 WHERE relname = 'usage_idempotency_keys'"
+            ) > 0,
+            "some answers moved to another page, so their versions needed index entries"
+        );
+        Spi::run("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off").unwrap();
+        assert_eq!(
+            count(&format!(
+                "SELECT count(*) FROM usage_idempotency_keys
+                 WHERE organization_id = '{org}'
+                   AND idempotency_key = ANY (ARRAY(SELECT 'key-' || g FROM generate_series(1, 400) g))
+                   AND (response ->> 'recorded')::boolean"
+            )),
+            400,
+            "every key's row, with its answer, through the primary key"
+        );
+        Spi::run("SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = on").unwrap();
+        assert_eq!(
+            count("SELECT count(*) FROM usage_idempotency_keys WHERE created_at = now() AND response IS NOT NULL"),
+            400,
+            "and through the BRIN index on created_at"
+        );
+        assert_eq!(
+            count(&format!(
+                "SELECT count(*) FROM usage_events WHERE organization_id = '{org}' AND idempotency_key LIKE 'key-%'"
+            )),
+            400
+        );
+    }
 }
