@@ -345,6 +345,7 @@ fn add_in_place(event: &SingleEvent) -> Vec<Period> {
         index: c"usage_counters_pkey",
         rows: &rows,
         columns: &[c"total_quantity", c"event_count"],
+        checks_upheld: &[],
     };
     let done = index_reads::update_in_place(counters_schema(), &counters, |_, row| {
         let (Some(total), Some(events)) = (row[0], row[1]) else {
@@ -723,5 +724,37 @@ mod tests {
         .unwrap();
         assert_eq!(logged.as_deref(), Some("daily,monthly"));
         assert_eq!(counted(&org, "monthly"), "6.0/4/0");
+    }
+
+    /// A CHECK an operator adds to usage_counters is honoured: counting in place would not
+    /// evaluate it, so counting then goes through SQL, which does.
+    #[pg_test]
+    fn an_operators_check_on_counter_rows_sends_counting_to_sql() {
+        let org = org();
+        let event = |quantity: i32| {
+            format!(
+                "INSERT INTO usage_events (organization_id, user_id, event_type, quantity) VALUES ('{org}', NULL, 'api_call', {quantity})"
+            )
+        };
+        Spi::run(&event(1)).unwrap();
+        Spi::run(&event(1)).unwrap();
+        assert_eq!(
+            counted(&org, "monthly"),
+            "2/2/0",
+            "the rows exist: the next event could go in place"
+        );
+        Spi::run(
+            "ALTER TABLE usage_counters ADD CONSTRAINT operator_cap CHECK (total_quantity < 10)",
+        )
+        .unwrap();
+        let refused = crate::testing::error_of(&event(20));
+        assert!(
+            refused
+                .as_deref()
+                .is_some_and(|e| e.contains("23514") && e.contains("operator_cap")),
+            "the operator's CHECK refuses the count: {refused:?}"
+        );
+        Spi::run(&event(3)).unwrap();
+        assert_eq!(counted(&org, "monthly"), "5/3/0");
     }
 }

@@ -304,6 +304,9 @@ pub struct KeyedRows<'a> {
     pub rows: &'a [&'a [Key<'a>]],
     /// The table columns handed to the change, in this order.
     pub columns: &'a [&'static CStr],
+    /// The table's CHECK constraints the change keeps true (this does not evaluate them); a
+    /// table with any other sends the caller to its SQL.
+    pub checks_upheld: &'a [&'static CStr],
 }
 
 /// Updates each of `rows` (those found), as a new statement of a READ COMMITTED transaction
@@ -358,7 +361,7 @@ fn update_found(
         return not_done();
     };
     // SAFETY: both relations are open.
-    if !unsafe { plain_update_target(open.table, open.index) } {
+    if !unsafe { plain_update_target(open.table, open.index, rows.checks_upheld) } {
         open.close();
         return not_done();
     }
@@ -449,17 +452,30 @@ unsafe fn update_row(
 /// True when an UPDATE of `table` runs nothing but the heap update and its indexes'
 /// maintenance: a plain table, no rules, no user trigger on UPDATE (internal ones, such as
 /// foreign-key checks, fire only when their columns change, and these updates leave keys
-/// alone), and indexes on plain columns only (no expressions, no predicates), among them
-/// `index`.
+/// alone), no CHECK constraint but `checks_upheld`, and indexes on plain columns only (no
+/// expressions, no predicates), among them `index`.
 ///
 /// # Safety
 /// Both relations are open.
-unsafe fn plain_update_target(table: pg_sys::Relation, index: pg_sys::Relation) -> bool {
+unsafe fn plain_update_target(
+    table: pg_sys::Relation,
+    index: pg_sys::Relation,
+    checks_upheld: &[&CStr],
+) -> bool {
     // SAFETY: reads the open relations' descriptors and the indexes' pg_index rows.
     unsafe {
         let form = (*table).rd_rel;
         if (*form).relkind != pg_sys::RELKIND_RELATION as std::ffi::c_char || (*form).relhasrules {
             return false;
+        }
+        let constraints = (*(*table).rd_att).constr;
+        if !constraints.is_null() {
+            for i in 0..(*constraints).num_check as usize {
+                let name = CStr::from_ptr((*(*constraints).check.add(i)).ccname);
+                if !checks_upheld.contains(&name) {
+                    return false;
+                }
+            }
         }
         let triggers = (*table).trigdesc;
         if !triggers.is_null() {

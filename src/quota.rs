@@ -20,6 +20,7 @@ use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
 use crate::errors;
+use crate::index_reads;
 use crate::meters;
 use crate::plan_catalog::{Enforcement, Limit, Measure, PlanCatalog, Window};
 use crate::spi::{self, types, Statement};
@@ -224,19 +225,7 @@ pub fn admit(
             (Limit::NotGranted, _) if more > 0.0 => return Err(Refusal::not_granted(key)),
             (Limit::Capped(n), Enforcement::Hard) if more > 0.0 => {
                 let leased = meter.measure == Measure::Sum
-                    && spi::one_mut::<bool>(
-                        client,
-                        &TAKE_FROM_LEASE,
-                        &[
-                            event.org.into(),
-                            key.into(),
-                            monthly.into(),
-                            more.into(),
-                            n.into(),
-                        ],
-                        "taking from the lease",
-                    )
-                    .is_some();
+                    && take_from_lease(client, event.org, key, monthly, more, n);
                 if !leased {
                     if !turn_taken {
                         spi::run(
@@ -265,6 +254,97 @@ pub fn admit(
         }
     }
     Ok(Admission { over_soft })
+}
+
+/// Takes `more` from this writer's lease of the limit `key` when the lease is of this window
+/// and limit and has room; false when it cannot take it. The lease row is this backend's
+/// own: it is updated in place (src/index_reads.rs) as TAKE_FROM_LEASE would update it, and
+/// through that statement when that cannot be done.
+fn take_from_lease(
+    client: &mut SpiClient<'_>,
+    org: Uuid,
+    key: &str,
+    monthly: bool,
+    more: f64,
+    limit: i64,
+) -> bool {
+    let in_place = (|| {
+        let take = pgrx::AnyNumeric::try_from(more).ok()?;
+        let window = if monthly {
+            // SAFETY: the transaction's start, which now() returns.
+            let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+            crate::metering::Period::Monthly.bucket(now).0
+        } else {
+            i64::MIN // -infinity
+        };
+        let keys = [
+            index_reads::Key::Uuid(org),
+            index_reads::Key::Text(key),
+            index_reads::Key::Int4(crate::metering::usage_writer()),
+        ];
+        let lease = index_reads::KeyedRows {
+            table: c"usage_meter_leases",
+            index: c"usage_meter_leases_pkey",
+            rows: &[&keys],
+            columns: &[c"window_start", c"limit_value", c"granted", c"used"],
+            // used <= granted: checked below before writing.
+            checks_upheld: &[c"usage_meter_leases_used_check"],
+        };
+        let mut no_room = false;
+        let done =
+            index_reads::update_in_place(crate::counting::counters_schema(), &lease, |_, row| {
+                let [Some(start), Some(value), Some(granted), Some(used)] =
+                    [row[0], row[1], row[2], row[3]]
+                else {
+                    return false;
+                };
+                // SAFETY: a timestamptz, a bigint and two numerics, non-null, read while pinned.
+                let (start, value, granted, used) = unsafe {
+                    (
+                        i64::from_polymorphic_datum(start, false, pg_sys::TIMESTAMPTZOID),
+                        i64::from_polymorphic_datum(value, false, pg_sys::INT8OID),
+                        pgrx::AnyNumeric::from_polymorphic_datum(
+                            granted,
+                            false,
+                            pg_sys::NUMERICOID,
+                        ),
+                        pgrx::AnyNumeric::from_polymorphic_datum(used, false, pg_sys::NUMERICOID),
+                    )
+                };
+                let (Some(start), Some(value), Some(granted), Some(used)) =
+                    (start, value, granted, used)
+                else {
+                    return false;
+                };
+                let after = used + take.clone();
+                if start != window || value != limit || after > granted {
+                    no_room = true;
+                    return false;
+                }
+                row[3] = after.into_datum();
+                row[3].is_some()
+            });
+        match done.first() {
+            Some(index_reads::InPlace::Updated) => Some(true),
+            _ if no_room => Some(false),
+            _ => None,
+        }
+    })();
+    in_place.unwrap_or_else(|| {
+        spi::one_mut::<bool>(
+            client,
+            &TAKE_FROM_LEASE,
+            &[
+                org.into(),
+                key.into(),
+                monthly.into(),
+                more.into(),
+                limit.into(),
+            ],
+            "taking from the lease",
+        )
+        .is_some()
+    })
 }
 
 /// Under the meter's turn: reclaims idle leases and grants this writer a share of what is

@@ -427,6 +427,8 @@ fn keep_answer(client: &mut SpiClient<'_>, org: Uuid, key: &str, answer: &Value)
         index: c"usage_idempotency_keys_pkey",
         rows: &[&keys],
         columns: &[c"response"],
+        // The key is left as it is.
+        checks_upheld: &[c"usage_idempotency_keys_key_check"],
     };
     let done = index_reads::update_in_place(crate::counting::counters_schema(), &rows, |_, row| {
         row[0] = response.into_datum();
