@@ -9,8 +9,6 @@ use std::collections::HashMap;
 
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use std::ffi::CStr;
-
 use pgrx::{AnyNumeric, PgTupleDesc, Uuid};
 use serde_json::{json, Map, Value};
 
@@ -864,14 +862,18 @@ fn admit_usage_event<'a>(
     if crate::backup::restore_in_progress() {
         return Ok(Some(new));
     }
-    // SAFETY: the trigger's relation, open while it runs.
-    let tupdesc = unsafe { (*trigger.trigger_data().tg_relation).rd_att };
-    // SAFETY: the relation's own descriptor.
-    let column = |name: &CStr| unsafe { tuples::column_number(tupdesc, name) };
-    let occurred: Option<TimestampWithTimeZone> = new.get_by_index(column(c"occurred_at"))?;
-    let received: Option<TimestampWithTimeZone> = new.get_by_index(column(c"received_at"))?;
-    if let (Some(occurred), Some(received)) = (occurred, received) {
-        if occurred.into_inner() != received.into_inner() {
+    // SAFETY: the trigger's relation and row, valid while it runs.
+    let (tupdesc, row) = unsafe {
+        let data = trigger.trigger_data();
+        let tupdesc = (*data.tg_relation).rd_att;
+        (tupdesc, tuples::Row::deform(data.tg_trigtuple, tupdesc))
+    };
+    // Dated: occurred_at differs from received_at (both timestamptz, compared as stored).
+    if let (Some(occurred), Some(received)) = (row.datum(c"occurred_at"), row.datum(c"received_at"))
+    {
+        if occurred != received {
+            let occurred: Option<TimestampWithTimeZone> = row.get(c"occurred_at");
+            let received: Option<TimestampWithTimeZone> = row.get(c"received_at");
             crate::counting::as_counter_owner(|| {
                 Spi::connect(|client| {
                     client
@@ -886,19 +888,17 @@ fn admit_usage_event<'a>(
             });
         }
     }
-    let org: Uuid = errors::required(
-        new.get_by_index(column(c"organization_id"))?,
-        "organization_id",
-    );
-    if let Some(key) = new.get_by_index::<String>(column(c"idempotency_key"))? {
-        let id: Uuid = errors::required(new.get_by_index(column(c"id"))?, "id");
+    let org = || errors::required(row.get::<Uuid>(c"organization_id"), "organization_id");
+    if row.datum(c"idempotency_key").is_some() {
+        let key: String = errors::required(row.get(c"idempotency_key"), "idempotency_key");
+        let id: Uuid = errors::required(row.get(c"id"), "id");
         if !key_claimed_by_record_usage(id) {
             let claimed = crate::counting::as_counter_owner(|| {
                 Spi::connect_mut(|client| {
                     spi::one_mut::<bool>(
                         client,
                         &CLAIM_EVENT_KEY,
-                        &[org.into(), key.into(), id.into()],
+                        &[org().into(), key.into(), id.into()],
                         "claiming an idempotency key",
                     )
                 })
@@ -911,10 +911,10 @@ fn admit_usage_event<'a>(
     if auth_context::current_role_is_service_role() {
         return Ok(Some(new));
     }
-    let event_type: String =
-        errors::required(new.get_by_index(column(c"event_type"))?, "event_type");
-    let user: Option<Uuid> = new.get_by_index(column(c"user_id"))?;
-    let quantity: AnyNumeric = errors::required(new.get_by_index(column(c"quantity"))?, "quantity");
+    let org = org();
+    let event_type: String = errors::required(row.get(c"event_type"), "event_type");
+    let user: Option<Uuid> = row.get(c"user_id");
+    let quantity: AnyNumeric = errors::required(row.get(c"quantity"), "quantity");
     let quantity = f64::try_from(quantity).unwrap_or(f64::INFINITY);
     let over_soft = crate::counting::as_counter_owner(|| {
         Spi::connect_mut(|client| {
