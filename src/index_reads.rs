@@ -290,9 +290,9 @@ pub enum InPlace {
     Updated,
     /// Nothing was written: no row matched (or the table is not where it was looked for),
     /// another transaction changed or removed the row first, `change` declined, or an UPDATE
-    /// of the table would run more than this does (user triggers, rules, indexes on expressions or
-    /// with predicates, exclusion constraints, deferred unique checks). The
-    /// caller runs its SQL instead.
+    /// of the table would run more than this does (user triggers, rules, CHECK constraints the
+    /// caller does not uphold, indexes on expressions or with predicates, exclusion
+    /// constraints, deferred unique checks). The caller runs its SQL instead.
     NotDone,
 }
 
@@ -310,8 +310,8 @@ pub struct KeyedRows<'a> {
 }
 
 /// Updates each of `rows` (those found), as a new statement of a READ COMMITTED transaction
-/// would see them, with `change` (given the row's position in `rows` and its values; true to
-/// write them). Each new version goes through the table access method like an UPDATE's,
+/// would see them, with `change` (given the row's position in `rows` and its values, None for
+/// null; true to write them). Each new version goes through the table access method like an UPDATE's,
 /// without planning or running one: for writers that change rows of their own per event.
 /// The rows are found under one snapshot, with the table and index opened once, as one
 /// UPDATE statement finds several rows. Answers what was done, row by row.
