@@ -417,6 +417,14 @@ unsafe fn update_row(
         if !change(&mut values[..attnums.len()]) {
             return InPlace::NotDone;
         }
+        let attributes = (*(*open.table).rd_att).attrs.as_ptr();
+        for (i, attnum) in attnums.iter().enumerate() {
+            let at = (*attnum - 1) as usize;
+            // A NOT NULL column left null is for the executor to refuse: SQL does it.
+            if values[i].is_none() && (*attributes.add(at)).attnotnull {
+                return InPlace::NotDone;
+            }
+        }
         for (i, attnum) in attnums.iter().enumerate() {
             let at = (*attnum - 1) as usize;
             *(*new).tts_isnull.add(at) = values[i].is_none();
