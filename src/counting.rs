@@ -168,20 +168,20 @@ pub fn count_usage_events<'a>(
     match rows {
         0 => {}
         1 => {
-            let event = single_event(data)?;
+            let event = single_event(data);
             register_callbacks();
             if user_is_known(&event) || user_is_active(&event) {
                 let left = add_in_place(&event);
                 if !left.is_empty() {
-                    as_counter_owner(|| {
+                    as_extension_owner(|| {
                         Spi::connect_mut(|client| count_known(client, &event, &left))
                     });
                 }
             } else {
-                as_counter_owner(|| Spi::connect_mut(|client| count_one(client, &event)));
+                as_extension_owner(|| Spi::connect_mut(|client| count_one(client, &event)));
             }
         }
-        _ => as_counter_owner(|| {
+        _ => as_extension_owner(|| {
             Spi::connect_mut(|client| {
                 // SAFETY: makes the transition table readable as `new_events` in this connection.
                 unsafe {
@@ -198,7 +198,7 @@ pub fn count_usage_events<'a>(
 
 /// Reads the one row of the transition table, through a read pointer of its own, converting
 /// its columns straight from the slot (no copy of the row, no lookup by name per column).
-fn single_event(data: &pg_sys::TriggerData) -> Result<SingleEvent, pgrx::datum::TryFromDatumError> {
+fn single_event(data: &pg_sys::TriggerData) -> SingleEvent {
     // SAFETY: the transition table and the relation are the trigger's. The slot reads the
     // tuplestore's own copy of the row (alive while the statement's AFTER triggers run), and
     // every value is converted to an owned one before the slot is dropped.
@@ -246,7 +246,7 @@ fn single_event(data: &pg_sys::TriggerData) -> Result<SingleEvent, pgrx::datum::
             ),
         };
         pg_sys::ExecDropSingleTupleTableSlot(slot);
-        Ok(event)
+        event
     }
 }
 
@@ -282,7 +282,7 @@ fn user_is_active(event: &SingleEvent) -> bool {
     else {
         return false;
     };
-    let schema = counters_schema();
+    let schema = extension_schema();
     let active = index_reads::with_snapshot(Visibility::NextStatement, || {
         periods.iter().zip(&bounds).all(|(period, (start, _))| {
             let mut found = false;
@@ -347,7 +347,7 @@ fn add_in_place(event: &SingleEvent) -> Vec<Period> {
         columns: &[c"total_quantity", c"event_count"],
         checks_upheld: &[],
     };
-    let done = index_reads::update_in_place(counters_schema(), &counters, |_, row| {
+    let done = index_reads::update_in_place(extension_schema(), &counters, |_, row| {
         let (Some(total), Some(events)) = (row[0], row[1]) else {
             return false;
         };
@@ -437,10 +437,11 @@ fn count_one(client: &mut pgrx::spi::SpiClient<'_>, event: &SingleEvent) {
     }
 }
 
-/// Runs `f` as the owner of `usage_counters` with `search_path = pg_catalog, <its schema>,
+/// Runs `f` as the owner of `usage_counters` (the extension's tables: counting, and the
+/// usage_events trigger's reads and writes) with `search_path = pg_catalog, <its schema>,
 /// pg_temp`, as a SECURITY DEFINER function runs. An error inside needs no restoring: the
 /// (sub)transaction abort resets the user and the setting, as it does for such functions.
-pub(crate) fn as_counter_owner<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn as_extension_owner<R>(f: impl FnOnce() -> R) -> R {
     let Writer {
         owner, search_path, ..
     } = writer();
@@ -489,8 +490,8 @@ static COUNTER_OWNER: Statement = Statement::read(
     &[],
 );
 
-/// The schema of `usage_counters`, without copying the rest of `writer()`.
-pub(crate) fn counters_schema() -> pg_sys::Oid {
+/// The extension's schema (that of `usage_counters`), without copying the rest of `writer()`.
+pub(crate) fn extension_schema() -> pg_sys::Oid {
     WRITER
         .with(|w| w.borrow().as_ref().map(|w| w.schema))
         .unwrap_or_else(|| writer().schema)

@@ -225,7 +225,7 @@ pub fn admit(
             (Limit::NotGranted, _) if more > 0.0 => return Err(Refusal::not_granted(key)),
             (Limit::Capped(n), Enforcement::Hard) if more > 0.0 => {
                 let leased = meter.measure == Measure::Sum
-                    && take_from_lease(client, event.org, key, monthly, more, n);
+                    && take_from_lease(client, catalog.schema, event.org, key, monthly, more, n);
                 if !leased {
                     if !turn_taken {
                         spi::run(
@@ -262,6 +262,7 @@ pub fn admit(
 /// through that statement when that cannot be done.
 fn take_from_lease(
     client: &mut SpiClient<'_>,
+    schema: pg_sys::Oid,
     org: Uuid,
     key: &str,
     monthly: bool,
@@ -291,39 +292,34 @@ fn take_from_lease(
             checks_upheld: &[c"usage_meter_leases_used_check"],
         };
         let mut no_room = false;
-        let done =
-            index_reads::update_in_place(crate::counting::counters_schema(), &lease, |_, row| {
-                let [Some(start), Some(value), Some(granted), Some(used)] =
-                    [row[0], row[1], row[2], row[3]]
-                else {
-                    return false;
-                };
-                // SAFETY: a timestamptz, a bigint and two numerics, non-null, read while pinned.
-                let (start, value, granted, used) = unsafe {
-                    (
-                        i64::from_polymorphic_datum(start, false, pg_sys::TIMESTAMPTZOID),
-                        i64::from_polymorphic_datum(value, false, pg_sys::INT8OID),
-                        pgrx::AnyNumeric::from_polymorphic_datum(
-                            granted,
-                            false,
-                            pg_sys::NUMERICOID,
-                        ),
-                        pgrx::AnyNumeric::from_polymorphic_datum(used, false, pg_sys::NUMERICOID),
-                    )
-                };
-                let (Some(start), Some(value), Some(granted), Some(used)) =
-                    (start, value, granted, used)
-                else {
-                    return false;
-                };
-                let after = used + take.clone();
-                if start != window || value != limit || after > granted {
-                    no_room = true;
-                    return false;
-                }
-                row[3] = after.into_datum();
-                row[3].is_some()
-            });
+        let done = index_reads::update_in_place(schema, &lease, |_, row| {
+            let [Some(start), Some(value), Some(granted), Some(used)] =
+                [row[0], row[1], row[2], row[3]]
+            else {
+                return false;
+            };
+            // SAFETY: a timestamptz, a bigint and two numerics, non-null, read while pinned.
+            let (start, value, granted, used) = unsafe {
+                (
+                    i64::from_polymorphic_datum(start, false, pg_sys::TIMESTAMPTZOID),
+                    i64::from_polymorphic_datum(value, false, pg_sys::INT8OID),
+                    pgrx::AnyNumeric::from_polymorphic_datum(granted, false, pg_sys::NUMERICOID),
+                    pgrx::AnyNumeric::from_polymorphic_datum(used, false, pg_sys::NUMERICOID),
+                )
+            };
+            let (Some(start), Some(value), Some(granted), Some(used)) =
+                (start, value, granted, used)
+            else {
+                return false;
+            };
+            let after = used + take.clone();
+            if start != window || value != limit || after > granted {
+                no_room = true;
+                return false;
+            }
+            row[3] = after.into_datum();
+            row[3].is_some()
+        });
         match done.first() {
             Some(index_reads::InPlace::Updated) => Some(true),
             _ if no_room => Some(false),

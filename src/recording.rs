@@ -409,7 +409,7 @@ fn answer(
     );
     let answer = Value::Object(out);
     if let Some(key) = &r.key {
-        keep_answer(client, r.org, key, &answer);
+        keep_answer(client, catalog.schema, r.org, key, &answer);
     }
     answer
 }
@@ -417,7 +417,13 @@ fn answer(
 /// Keeps `answer` with the key this call claimed, for a repeated call to return: written in
 /// place into the key's row (just inserted by this transaction), without a statement; through
 /// SQL when that cannot be done (src/index_reads.rs says when).
-fn keep_answer(client: &mut SpiClient<'_>, org: Uuid, key: &str, answer: &Value) {
+fn keep_answer(
+    client: &mut SpiClient<'_>,
+    schema: pg_sys::Oid,
+    org: Uuid,
+    key: &str,
+    answer: &Value,
+) {
     let response = crate::jsonb::build(answer);
     let keys = [index_reads::Key::Uuid(org), index_reads::Key::Text(key)];
     let rows = index_reads::KeyedRows {
@@ -428,7 +434,7 @@ fn keep_answer(client: &mut SpiClient<'_>, org: Uuid, key: &str, answer: &Value)
         // The key is left as it is.
         checks_upheld: &[c"usage_idempotency_keys_key_check"],
     };
-    let done = index_reads::update_in_place(crate::counting::counters_schema(), &rows, |_, row| {
+    let done = index_reads::update_in_place(schema, &rows, |_, row| {
         row[0] = response.into_datum();
         true
     });
@@ -874,7 +880,7 @@ fn admit_usage_event<'a>(
         if occurred != received {
             let occurred: Option<TimestampWithTimeZone> = row.get(c"occurred_at");
             let received: Option<TimestampWithTimeZone> = row.get(c"received_at");
-            crate::counting::as_counter_owner(|| {
+            crate::counting::as_extension_owner(|| {
                 Spi::connect(|client| {
                     client
                         .select(
@@ -893,7 +899,7 @@ fn admit_usage_event<'a>(
         let key: String = errors::required(row.get(c"idempotency_key"), "idempotency_key");
         let id: Uuid = errors::required(row.get(c"id"), "id");
         if !key_claimed_by_record_usage(id) {
-            let claimed = crate::counting::as_counter_owner(|| {
+            let claimed = crate::counting::as_extension_owner(|| {
                 Spi::connect_mut(|client| {
                     spi::one_mut::<bool>(
                         client,
@@ -916,7 +922,7 @@ fn admit_usage_event<'a>(
     let user: Option<Uuid> = row.get(c"user_id");
     let quantity: AnyNumeric = errors::required(row.get(c"quantity"), "quantity");
     let quantity = f64::try_from(quantity).unwrap_or(f64::INFINITY);
-    let over_soft = crate::counting::as_counter_owner(|| {
+    let over_soft = crate::counting::as_extension_owner(|| {
         Spi::connect_mut(|client| {
             let catalog = plan_catalog::get(client);
             if catalog.limits_counting(&event_type).is_empty() {
