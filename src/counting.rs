@@ -372,7 +372,7 @@ fn add_in_place(event: &SingleEvent) -> Vec<Period> {
         true
     });
     for ((period, _), outcome) in known.iter().zip(done) {
-        if outcome != InPlace::Updated {
+        if outcome != InPlace::Done {
             left.push(*period);
         }
     }

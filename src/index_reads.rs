@@ -284,15 +284,16 @@ pub fn scan(schema: pg_sys::Oid, probe: &Probe<'_>, mut row: impl FnMut(&[Option
     })
 }
 
-/// What `update_in_place` did.
+/// What `update_in_place` or `insert_in_place` did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum InPlace {
-    Updated,
+    Done,
     /// Nothing was written: no row matched (or the table is not where it was looked for),
-    /// another transaction changed or removed the row first, `change` declined, or an UPDATE
-    /// of the table would run more than this does (user triggers, rules, CHECK constraints the
-    /// caller does not uphold, indexes on expressions or with predicates, exclusion
-    /// constraints, deferred unique checks). The caller runs its SQL instead.
+    /// another transaction changed or removed the row first, `change` declined, the key to
+    /// insert is taken (or being taken), or the statement would run more than this does (user
+    /// triggers, rules, CHECK constraints or foreign keys the caller does not uphold, indexes
+    /// on expressions or with predicates, exclusion constraints, deferred unique checks). The
+    /// caller runs its SQL instead.
     NotDone,
 }
 
@@ -451,9 +452,142 @@ unsafe fn update_row(
             return InPlace::NotDone;
         }
         if update_indexes {
-            insert_index_entries(open.table, new);
+            insert_index_entries(
+                open.table,
+                new,
+                pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES,
+                true,
+            );
         }
-        InPlace::Updated
+        InPlace::Done
+    }
+}
+
+/// A row to insert in place, unless its key in the table's one unique index is taken.
+pub struct NewRow<'a> {
+    pub table: &'static CStr,
+    /// The table's only unique index: a row whose key it holds (or is being given by another
+    /// transaction) is left to the caller's `INSERT … ON CONFLICT DO NOTHING`.
+    pub index: &'static CStr,
+    /// Every column of the table with its value (None for null): column defaults are not
+    /// applied, and a table with any other column sends the caller to its SQL.
+    pub columns: &'a [(&'static CStr, Option<pg_sys::Datum>)],
+    /// The table's CHECK constraints the values satisfy (this does not evaluate them); a
+    /// table with any other sends the caller to its SQL.
+    pub checks_upheld: &'a [&'static CStr],
+    /// The table's foreign keys whose check the caller's transaction makes anyway, before it
+    /// commits (this does not check them); a table with any other sends the caller to its SQL.
+    pub foreign_keys_upheld: &'a [&'static CStr],
+}
+
+/// Inserts `row` as `INSERT … ON CONFLICT DO NOTHING` would, through the table access method
+/// without planning or running a statement, and answers `Done`; or writes nothing and answers
+/// `NotDone` when the key may be taken or the table asks for more than this does (see
+/// `NewRow`; a user who does not own the table, whose privileges and policies SQL checks,
+/// also goes to SQL). The row goes in as ON CONFLICT's speculative insertion puts it: a
+/// concurrent inserter of the same key waits for this one to settle, and a key found taken
+/// (committed or not) withdraws the row at once, leaving the conflict to the caller's SQL.
+pub fn insert_in_place(schema: pg_sys::Oid, row: &NewRow<'_>) -> InPlace {
+    // SAFETY: inside a transaction; the relations opened here are closed on every path, the
+    // slot dropped, and the speculative insertion lock released (an error raised in between
+    // aborts the transaction, which releases it).
+    unsafe {
+        let table_oid = pg_sys::get_relname_relid(row.table.as_ptr(), schema);
+        let index_oid = pg_sys::get_relname_relid(row.index.as_ptr(), schema);
+        if table_oid == pg_sys::InvalidOid || index_oid == pg_sys::InvalidOid {
+            return InPlace::NotDone;
+        }
+        let table = pg_sys::table_open(table_oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        let close = |table| pg_sys::table_close(table, pg_sys::NoLock as pg_sys::LOCKMODE);
+        let plain = plain_table(table, row.checks_upheld)
+            && !(*(*table).rd_rel).relforcerowsecurity
+            && pg_sys::pg_class_ownercheck(table_oid, pg_sys::GetUserId())
+            && no_triggers_on(table, pg_sys::TRIGGER_TYPE_INSERT, row.foreign_keys_upheld)
+            && plain_indexes(table).is_some_and(|indexes| {
+                indexes
+                    .iter()
+                    .filter(|(_, unique)| *unique)
+                    .map(|(oid, _)| *oid)
+                    .eq([index_oid])
+            });
+        if !plain {
+            close(table);
+            return InPlace::NotDone;
+        }
+        let slot = pg_sys::table_slot_create(table, std::ptr::null_mut());
+        if !fill_new_row(table, slot, row.columns) {
+            pg_sys::ExecDropSingleTupleTableSlot(slot);
+            close(table);
+            return InPlace::NotDone;
+        }
+        let xid = pg_sys::GetCurrentTransactionId();
+        let token = pg_sys::SpeculativeInsertionLockAcquire(xid);
+        pg_sys::table_tuple_insert_speculative(
+            table,
+            slot,
+            pg_sys::GetCurrentCommandId(true),
+            0,
+            std::ptr::null_mut(),
+            token,
+        );
+        let unique = insert_index_entries(
+            table,
+            slot,
+            pg_sys::IndexUniqueCheck::UNIQUE_CHECK_PARTIAL,
+            false,
+        );
+        // A key that may be taken withdraws the row (it was never visible to anyone).
+        pg_sys::table_tuple_complete_speculative(table, slot, token, unique);
+        pg_sys::SpeculativeInsertionLockRelease(xid);
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        close(table);
+        if unique {
+            InPlace::Done
+        } else {
+            InPlace::NotDone
+        }
+    }
+}
+
+/// Stores `columns` in `slot` as a new row of `table`: false when the table has a column not
+/// among them (dropped ones aside) or a NOT NULL column would be null.
+///
+/// # Safety
+/// `slot` is an empty slot of the open `table`.
+unsafe fn fill_new_row(
+    table: pg_sys::Relation,
+    slot: *mut pg_sys::TupleTableSlot,
+    columns: &[(&'static CStr, Option<pg_sys::Datum>)],
+) -> bool {
+    // SAFETY: as the function's contract says.
+    unsafe {
+        let descriptor = (*table).rd_att;
+        let natts = (*descriptor).natts as usize;
+        let attributes = (*descriptor).attrs.as_ptr();
+        let mut given = 0;
+        for at in 0..natts {
+            let attribute = attributes.add(at);
+            *(*slot).tts_isnull.add(at) = true;
+            *(*slot).tts_values.add(at) = pg_sys::Datum::from(0);
+            if (*attribute).attisdropped {
+                continue;
+            }
+            let name = CStr::from_ptr((*attribute).attname.data.as_ptr());
+            let Some((_, value)) = columns.iter().find(|(column, _)| *column == name) else {
+                return false;
+            };
+            if value.is_none() && (*attribute).attnotnull {
+                return false;
+            }
+            *(*slot).tts_isnull.add(at) = value.is_none();
+            *(*slot).tts_values.add(at) = value.unwrap_or(pg_sys::Datum::from(0));
+            given += 1;
+        }
+        if given != columns.len() {
+            return false;
+        }
+        pg_sys::ExecStoreVirtualTuple(slot);
+        true
     }
 }
 
@@ -470,7 +604,21 @@ unsafe fn plain_update_target(
     index: pg_sys::Relation,
     checks_upheld: &[&CStr],
 ) -> bool {
-    // SAFETY: reads the open relations' descriptors and the indexes' pg_index rows.
+    // SAFETY: as the function's contract says.
+    unsafe {
+        plain_table(table, checks_upheld)
+            && no_triggers_on(table, pg_sys::TRIGGER_TYPE_UPDATE, &[])
+            && plain_indexes(table)
+                .is_some_and(|indexes| indexes.iter().any(|(oid, _)| *oid == (*index).rd_id))
+    }
+}
+
+/// A plain table without rules, whose CHECK constraints are all among `checks_upheld`.
+///
+/// # Safety
+/// `table` is open.
+unsafe fn plain_table(table: pg_sys::Relation, checks_upheld: &[&CStr]) -> bool {
+    // SAFETY: reads the open relation's descriptor.
     unsafe {
         let form = (*table).rd_rel;
         if (*form).relkind != pg_sys::RELKIND_RELATION as std::ffi::c_char || (*form).relhasrules {
@@ -485,35 +633,69 @@ unsafe fn plain_update_target(
                 }
             }
         }
+        true
+    }
+}
+
+/// True when no trigger of `table` fires on `event` (a `TRIGGER_TYPE_*` bit) but internal
+/// ones, and of those on INSERT only the foreign-key checks of `foreign_keys_upheld`.
+///
+/// # Safety
+/// `table` is open.
+unsafe fn no_triggers_on(
+    table: pg_sys::Relation,
+    event: u32,
+    foreign_keys_upheld: &[&CStr],
+) -> bool {
+    // SAFETY: reads the open relation's trigger descriptor and the constraints' names.
+    unsafe {
         let triggers = (*table).trigdesc;
-        if !triggers.is_null() {
-            for i in 0..(*triggers).numtriggers as usize {
-                let trigger = (*triggers).triggers.add(i);
-                if !(*trigger).tgisinternal
-                    && ((*trigger).tgtype as u32 & pg_sys::TRIGGER_TYPE_UPDATE) != 0
-                {
+        if triggers.is_null() {
+            return true;
+        }
+        for i in 0..(*triggers).numtriggers as usize {
+            let trigger = (*triggers).triggers.add(i);
+            if ((*trigger).tgtype as u32 & event) == 0 {
+                continue;
+            }
+            if !(*trigger).tgisinternal {
+                return false;
+            }
+            if event == pg_sys::TRIGGER_TYPE_INSERT {
+                let name = pg_sys::get_constraint_name((*trigger).tgconstraint);
+                if name.is_null() || !foreign_keys_upheld.contains(&CStr::from_ptr(name)) {
                     return false;
                 }
             }
         }
+        true
+    }
+}
+
+/// Every index of `table` with whether it is unique, when all are on plain columns (no
+/// expressions, no predicates), immediate and not exclusion constraints; None otherwise.
+///
+/// # Safety
+/// `table` is open.
+unsafe fn plain_indexes(table: pg_sys::Relation) -> Option<Vec<(pg_sys::Oid, bool)>> {
+    // SAFETY: reads the table's index list and the indexes' pg_index rows.
+    unsafe {
         let indexes = pg_sys::RelationGetIndexList(table);
-        let mut found = false;
-        let mut plain = true;
+        let mut found = Some(Vec::new());
         if !indexes.is_null() {
             for i in 0..(*indexes).length as usize {
                 let oid = (*(*indexes).elements.add(i)).oid_value;
-                found |= oid == (*index).rd_id;
                 let tuple = pg_sys::SearchSysCache1(
                     pg_sys::SysCacheIdentifier::INDEXRELID as i32,
                     pg_sys::Datum::from(oid),
                 );
                 if tuple.is_null() {
-                    plain = false;
+                    found = None;
                     continue;
                 }
                 let form = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_index>(tuple);
                 // Exclusion constraints and deferred unique checks need the executor.
-                plain &= !(*form).indisexclusion
+                let plain = !(*form).indisexclusion
                     && (*form).indimmediate
                     && pg_sys::heap_attisnull(
                         tuple,
@@ -525,25 +707,39 @@ unsafe fn plain_update_target(
                         pg_sys::Anum_pg_index_indpred as i32,
                         std::ptr::null_mut(),
                     );
+                let unique = (*form).indisunique;
                 pg_sys::ReleaseSysCache(tuple);
+                match (&mut found, plain) {
+                    (Some(list), true) => list.push((oid, unique)),
+                    _ => found = None,
+                }
             }
         }
         pg_sys::list_free(indexes);
-        found && plain
+        found
     }
 }
 
-/// The index entries for a new version that is not heap-only, in every index of `table`, as
-/// an UPDATE's executor adds them (unique checks included; the keys did not change, which an
-/// index may use to clean up).
+/// The index entries for a new version of a row (an update's that is not heap-only, or a new
+/// row's), in every index of `table`, as the executor adds them. A unique index checks with
+/// `unique_check`: `UNIQUE_CHECK_YES` raises on a duplicate as an UPDATE does;
+/// `UNIQUE_CHECK_PARTIAL` only answers false when the key may be taken, as ON CONFLICT's
+/// speculative insertion asks. True when no unique index answered false. `keys_unchanged`
+/// tells the indexes an update left the keys as they were (a btree may clean up then).
 ///
 /// # Safety
 /// `slot` holds the version just written to `table`, whose indexes are on plain columns.
-unsafe fn insert_index_entries(table: pg_sys::Relation, slot: *mut pg_sys::TupleTableSlot) {
+unsafe fn insert_index_entries(
+    table: pg_sys::Relation,
+    slot: *mut pg_sys::TupleTableSlot,
+    unique_check: pg_sys::IndexUniqueCheck::Type,
+    keys_unchanged: bool,
+) -> bool {
     // SAFETY: as the function's contract says; each index is opened and closed here (the
     // lock stays until the transaction ends, as the executor's).
     unsafe {
         let indexes = pg_sys::RelationGetIndexList(table);
+        let mut unique = true;
         for i in 0..(*indexes).length as usize {
             let oid = (*(*indexes).elements.add(i)).oid_value;
             let index = pg_sys::index_open(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
@@ -563,23 +759,26 @@ unsafe fn insert_index_entries(table: pg_sys::Relation, slot: *mut pg_sys::Tuple
                 isnull.as_mut_ptr(),
             );
             let check = if (*info).ii_Unique {
-                pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES
+                unique_check
             } else {
                 pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO
             };
-            pg_sys::index_insert(
+            let satisfied = pg_sys::index_insert(
                 index,
                 values.as_mut_ptr(),
                 isnull.as_mut_ptr(),
                 &mut (*slot).tts_tid,
                 table,
                 check,
-                true,
+                keys_unchanged,
                 info,
             );
+            // Only a unique check's answer means anything (BRIN always answers false).
+            unique &= satisfied || !(*info).ii_Unique;
             pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
         }
         pg_sys::list_free(indexes);
+        unique
     }
 }
 

@@ -321,7 +321,7 @@ fn take_from_lease(
             row[3].is_some()
         });
         match done.first() {
-            Some(index_reads::InPlace::Updated) => Some(true),
+            Some(index_reads::InPlace::Done) => Some(true),
             _ if no_room => Some(false),
             _ => None,
         }

@@ -223,6 +223,52 @@ fn claim_key(client: &mut SpiClient<'_>, org: Uuid, key: &str, event_id: Uuid) -
     }))
 }
 
+/// Claims `key` for `event_id` without a statement (src/index_reads.rs, `insert_in_place`):
+/// true when claimed; false when the key may be taken, or the table asks for more, and
+/// `claim_key` must run. For `record_usage` only, which writes the event of `org` in the same
+/// transaction, before it commits, or raises: that event's foreign-key check locks the
+/// organization (or fails, rolling the claim back with it) as the key's own check would.
+fn claim_key_in_place(schema: pg_sys::Oid, org: Uuid, key: &str, event_id: Uuid) -> bool {
+    // SAFETY: the transaction's start, as now() (the column's default) answers.
+    let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+    let row = index_reads::NewRow {
+        table: c"usage_idempotency_keys",
+        index: c"usage_idempotency_keys_pkey",
+        columns: &[
+            (c"organization_id", org.into_datum()),
+            (c"idempotency_key", key.into_datum()),
+            (c"event_id", event_id.into_datum()),
+            (c"response", None),
+            (c"created_at", now.into_datum()),
+        ],
+        // check_shape has checked the key's length.
+        checks_upheld: &[c"usage_idempotency_keys_key_check"],
+        foreign_keys_upheld: &[c"usage_idempotency_keys_organization_id_fkey"],
+    };
+    index_reads::insert_in_place(schema, &row) == index_reads::InPlace::Done
+}
+
+static ORGANIZATION_KEY_SHARE: Statement = Statement::write(
+    "SELECT true FROM ONLY organizations WHERE id = $1 FOR KEY SHARE",
+    &[types::UUID],
+);
+
+/// The foreign-key check of a key claimed in place: locks `org` as it would, or raises 23503.
+fn organization_still_exists(client: &mut SpiClient<'_>, org: Uuid) {
+    let found = spi::one_mut::<bool>(
+        client,
+        &ORGANIZATION_KEY_SHARE,
+        &[org.into()],
+        "checking the organization",
+    );
+    if found.is_none() {
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION,
+            format!("organization {org} does not exist"),
+        );
+    }
+}
+
 static INSERT_EVENTS: Statement = Statement::write(
     "INSERT INTO usage_events
          (id, organization_id, user_id, event_type, quantity, metadata, occurred_at, idempotency_key, over_limit)
@@ -316,7 +362,9 @@ impl Accepted {
         self.over.push(over_limit);
     }
 
-    fn write(mut self, client: &mut SpiClient<'_>) {
+    /// Writes the events; answers how many rows the INSERT stored (a user's trigger or rule
+    /// may store fewer).
+    fn write(mut self, client: &mut SpiClient<'_>) -> usize {
         let claimed = self
             .ids
             .iter()
@@ -326,7 +374,7 @@ impl Accepted {
         let _claimed = ClaimedWhileWriting::mark(claimed);
         if self.ids.len() == 1 {
             // One event (record_usage): a plain VALUES row, no arrays to build and unnest.
-            spi::run(
+            return spi::run(
                 client,
                 &INSERT_EVENT,
                 &[
@@ -342,10 +390,9 @@ impl Accepted {
                 ],
                 "recording usage",
             );
-            return;
         }
         if self.ids.is_empty() {
-            return;
+            return 0;
         }
         spi::run(
             client,
@@ -362,7 +409,7 @@ impl Accepted {
                 self.over.into(),
             ],
             "recording usage",
-        );
+        )
     }
 }
 
@@ -438,7 +485,7 @@ fn keep_answer(
         row[0] = response.into_datum();
         true
     });
-    if done.first() != Some(&index_reads::InPlace::Updated) {
+    if done.first() != Some(&index_reads::InPlace::Done) {
         spi::run(
             client,
             &KEEP_RESULT,
@@ -509,9 +556,13 @@ fn record_usage(
         let user = user_for(&request, &caller).unwrap_or_else(|r| r.raise());
         check_occurred_at(client, occurred_at, &caller).unwrap_or_else(|r| r.raise());
         let id = Uuid::from_bytes(*uuid::Uuid::new_v4().as_bytes());
+        let mut claimed_in_place = false;
         if let Some(key) = &request.key {
-            if let Some(first) = claim_key(client, org, key, id) {
-                return Ok(first);
+            claimed_in_place = claim_key_in_place(catalog.schema, org, key, id);
+            if !claimed_in_place {
+                if let Some(first) = claim_key(client, org, key, id) {
+                    return Ok(first);
+                }
             }
         }
         let candidate = Candidate {
@@ -526,7 +577,10 @@ fn record_usage(
             quota::admit(client, &catalog, &plan, &candidate).unwrap_or_else(|r| r.raise());
         let mut accepted = Accepted::default();
         accepted.push(id, &request, user, admission.over_soft);
-        accepted.write(client);
+        if accepted.write(client) == 0 && claimed_in_place {
+            // No event, so no foreign-key check of the organization: the key's own is made.
+            organization_still_exists(client, org);
+        }
         let answer = answer(
             client,
             &request,
@@ -1023,6 +1077,61 @@ mod tests {
                 "SELECT count(*) FROM usage_events WHERE organization_id = '{org}' AND idempotency_key LIKE 'key-%'"
             )),
             400
+        );
+    }
+
+    /// record_usage claims a new key in place, without a statement; a repeated key (here in the
+    /// same transaction, whose row the claim finds taken) goes to SQL and gets the first answer;
+    /// and a keys table with an operator's INSERT trigger sends every claim to SQL, so the
+    /// trigger fires.
+    #[pg_test]
+    fn keys_claimed_in_place_leave_repeats_and_operators_triggers_to_sql() {
+        Spi::run(&format!(
+            "INSERT INTO auth.users (id, email) VALUES ('{OWNER}', 'claims@example.com')"
+        ))
+        .unwrap();
+        let org = Spi::get_one::<String>(&format!(
+            "SELECT id::text FROM organizations WHERE owner_id = '{OWNER}'"
+        ))
+        .unwrap()
+        .unwrap();
+        let first = Spi::get_one::<pgrx::JsonB>(&format!(
+            "SELECT record_usage('{org}', 'api_call', 2, 'once')"
+        ))
+        .unwrap()
+        .unwrap()
+        .0;
+        let again = Spi::get_one::<pgrx::JsonB>(&format!(
+            "SELECT record_usage('{org}', 'api_call', 2, 'once')"
+        ))
+        .unwrap()
+        .unwrap()
+        .0;
+        assert_eq!(first["recorded"], true);
+        assert_eq!(again["duplicate"], true);
+        assert_eq!(again["event_id"], first["event_id"]);
+        assert_eq!(
+            count(&format!(
+                "SELECT count(*) FROM usage_events WHERE organization_id = '{org}' AND idempotency_key = 'once'"
+            )),
+            1
+        );
+        Spi::run(
+            "CREATE TEMP TABLE seen_keys (key text);
+             CREATE FUNCTION pg_temp.note_key() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN INSERT INTO seen_keys VALUES (NEW.idempotency_key); RETURN NEW; END $$;
+             CREATE TRIGGER note_key AFTER INSERT ON usage_idempotency_keys
+               FOR EACH ROW EXECUTE FUNCTION pg_temp.note_key()",
+        )
+        .unwrap();
+        Spi::run(&format!(
+            "SELECT record_usage('{org}', 'api_call', 1, 'watched')"
+        ))
+        .unwrap();
+        assert_eq!(
+            count("SELECT count(*) FROM seen_keys WHERE key = 'watched'"),
+            1,
+            "the operator's trigger saw the claim"
         );
     }
 }
