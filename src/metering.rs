@@ -453,15 +453,7 @@ mod tests {
     /// be outside it, so the test moves the window instead.
     fn org_with_events() -> String {
         Spi::run("UPDATE usage_settings SET late_event_window = interval '1 year', idempotency_key_retention = interval '1 year'").unwrap();
-        Spi::run(&format!(
-            "INSERT INTO auth.users (id, email) VALUES ('{U}', 'm@example.com')"
-        ))
-        .unwrap();
-        let org = Spi::get_one::<String>(&format!(
-            "SELECT id::text FROM organizations WHERE owner_id = '{U}'"
-        ))
-        .unwrap()
-        .unwrap();
+        let org = crate::testing::personal_organization_of_new_user(U, "m@example.com");
         Spi::run("SELECT create_usage_partitions()").unwrap();
         Spi::run(&format!(
             "INSERT INTO usage_events (organization_id, user_id, event_type, quantity, occurred_at) VALUES

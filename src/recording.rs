@@ -1035,15 +1035,7 @@ mod tests {
     /// key and the BRIN on created_at), as an UPDATE's would, so both still find every row.
     #[pg_test]
     fn answers_kept_in_place_are_found_through_every_index() {
-        Spi::run(&format!(
-            "INSERT INTO auth.users (id, email) VALUES ('{OWNER}', 'keys@example.com')"
-        ))
-        .unwrap();
-        let org = Spi::get_one::<String>(&format!(
-            "SELECT id::text FROM organizations WHERE owner_id = '{OWNER}'"
-        ))
-        .unwrap()
-        .unwrap();
+        let org = crate::testing::personal_organization_of_new_user(OWNER, "keys@example.com");
         Spi::run(&format!(
             "SELECT record_usage('{org}', 'api_call', 1, 'key-' || g) FROM generate_series(1, 400) g"
         ))
@@ -1086,15 +1078,7 @@ mod tests {
     /// trigger fires.
     #[pg_test]
     fn keys_claimed_in_place_leave_repeats_and_operators_triggers_to_sql() {
-        Spi::run(&format!(
-            "INSERT INTO auth.users (id, email) VALUES ('{OWNER}', 'claims@example.com')"
-        ))
-        .unwrap();
-        let org = Spi::get_one::<String>(&format!(
-            "SELECT id::text FROM organizations WHERE owner_id = '{OWNER}'"
-        ))
-        .unwrap()
-        .unwrap();
+        let org = crate::testing::personal_organization_of_new_user(OWNER, "claims@example.com");
         let first = Spi::get_one::<pgrx::JsonB>(&format!(
             "SELECT record_usage('{org}', 'api_call', 2, 'once')"
         ))

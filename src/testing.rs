@@ -1,4 +1,5 @@
-//! Helpers for the `#[pg_test]`s of every module: acting as a user, and catching an error.
+//! Helpers for the `#[pg_test]`s of every module: signing up, acting as a user, and catching an
+//! error.
 use pgrx::prelude::*;
 
 /// The request's JWT names `id`; the session keeps its role (a superuser, who is also the
@@ -24,4 +25,18 @@ pub fn error_of(sql: &str) -> Option<String> {
         Ok(Err(e)) => Some(e.to_string()),
         Err(error) => Some(error),
     }
+}
+
+/// Signs up a user `id` with `email` (as GoTrue would, into auth.users) and answers the id of
+/// the personal organization saas_core made for them.
+pub fn personal_organization_of_new_user(id: &str, email: &str) -> String {
+    Spi::run(&format!(
+        "INSERT INTO auth.users (id, email) VALUES ('{id}', '{email}')"
+    ))
+    .unwrap();
+    Spi::get_one::<String>(&format!(
+        "SELECT id::text FROM organizations WHERE owner_id = '{id}'"
+    ))
+    .unwrap()
+    .unwrap()
 }
