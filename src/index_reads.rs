@@ -8,6 +8,12 @@
 //! hands each visible row's columns to the caller. Access is the caller's decision: a probe
 //! bypasses privileges and RLS, so every caller checks who is asking first or returns only
 //! what the caller may read anyway.
+//!
+//! The per-event writers use the same access for rows of their own: `update_in_place` writes a
+//! new version of rows found by key (counter rows, a lease, a kept answer), `insert_in_place`
+//! a new row unless its key is taken (an idempotency key). Each does only what the statement
+//! it replaces would do on that table, and answers `NotDone` (the caller runs the statement)
+//! whenever the table asks for more.
 use std::ffi::CStr;
 
 use pgrx::pg_sys;
