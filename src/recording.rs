@@ -1072,13 +1072,36 @@ mod tests {
         );
     }
 
-    /// record_usage claims a new key in place, without a statement; a repeated key (here in the
-    /// same transaction, whose row the claim finds taken) goes to SQL and gets the first answer;
-    /// and a keys table with an operator's INSERT trigger sends every claim to SQL, so the
-    /// trigger fires.
+    /// record_usage claims a new key in place, without a statement: the claim reads
+    /// `organizations` no more than a call without a key (through SQL its foreign-key check
+    /// would read it once more). A repeated key (here in the same transaction, whose row the
+    /// claim finds taken) goes to SQL and gets the first answer; a keys table with an
+    /// operator's INSERT trigger sends every claim to SQL, so the trigger fires; and when an
+    /// operator's trigger drops the event row, the organization is checked and the key kept.
     #[pg_test]
     fn keys_claimed_in_place_leave_repeats_and_operators_triggers_to_sql() {
         let org = crate::testing::personal_organization_of_new_user(OWNER, "claims@example.com");
+        let organization_reads = || {
+            count(
+                "SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) FROM pg_stat_xact_user_tables
+                 WHERE relname = 'organizations'",
+            )
+        };
+        let reads_of = |sql: &str| {
+            let before = organization_reads();
+            Spi::run(sql).unwrap();
+            organization_reads() - before
+        };
+        let call = |key: &str| format!("SELECT record_usage('{org}', 'api_call', 1, {key})");
+        // The first calls create the counter rows (through SQL, which reads organizations).
+        for warm_up in ["NULL", "'warm-up-1'", "NULL", "'warm-up-2'"] {
+            reads_of(&call(warm_up));
+        }
+        let unkeyed: i64 = (0..3).map(|_| reads_of(&call("NULL"))).sum();
+        let keyed: i64 = (0..3)
+            .map(|i| reads_of(&call(&format!("'in-place-{i}'"))))
+            .sum();
+        assert_eq!(keyed, unkeyed, "the claims made no query of organizations");
         let first = Spi::get_one::<pgrx::JsonB>(&format!(
             "SELECT record_usage('{org}', 'api_call', 2, 'once')"
         ))
@@ -1108,14 +1131,41 @@ mod tests {
                FOR EACH ROW EXECUTE FUNCTION pg_temp.note_key()",
         )
         .unwrap();
-        Spi::run(&format!(
-            "SELECT record_usage('{org}', 'api_call', 1, 'watched')"
-        ))
-        .unwrap();
+        let through_sql: i64 = (0..3)
+            .map(|i| reads_of(&call(&format!("'watched-{i}'"))))
+            .sum();
         assert_eq!(
-            count("SELECT count(*) FROM seen_keys WHERE key = 'watched'"),
-            1,
+            count("SELECT count(*) FROM seen_keys WHERE key LIKE 'watched-%'"),
+            3,
             "the operator's trigger saw the claim"
+        );
+        assert!(
+            through_sql > unkeyed,
+            "through SQL the key's foreign-key check reads organizations ({through_sql} reads, {unkeyed} without a key)"
+        );
+        Spi::run(
+            "DROP TRIGGER note_key ON usage_idempotency_keys;
+             CREATE FUNCTION pg_temp.drop_event() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN RETURN NULL; END $$;
+             CREATE TRIGGER zz_drop_event BEFORE INSERT ON usage_events
+               FOR EACH ROW EXECUTE FUNCTION pg_temp.drop_event()",
+        )
+        .unwrap();
+        let dropped: i64 = (0..3)
+            .map(|i| reads_of(&call(&format!("'dropped-{i}'"))))
+            .sum();
+        assert_eq!(
+            count(&format!(
+                "SELECT count(*) FROM usage_idempotency_keys k WHERE k.organization_id = '{org}'
+                   AND k.idempotency_key LIKE 'dropped-%'
+                   AND NOT EXISTS (SELECT FROM usage_events e WHERE e.id = k.event_id)"
+            )),
+            3,
+            "the keys are kept, with no event stored"
+        );
+        assert_eq!(
+            dropped, unkeyed,
+            "no event's foreign-key check: the organization was read (and locked) instead"
         );
     }
 }
