@@ -630,15 +630,12 @@ mod tests {
 
     /// U1's personal organization, with U2 existing as a user.
     fn org() -> String {
+        let org = crate::testing::personal_organization_of_new_user(U1, "c1@example.com");
         Spi::run(&format!(
-            "INSERT INTO auth.users (id, email) VALUES ('{U1}', 'c1@example.com'), ('{U2}', 'c2@example.com')"
+            "INSERT INTO auth.users (id, email) VALUES ('{U2}', 'c2@example.com')"
         ))
         .unwrap();
-        Spi::get_one::<String>(&format!(
-            "SELECT id::text FROM organizations WHERE owner_id = '{U1}'"
-        ))
-        .unwrap()
-        .unwrap()
+        org
     }
 
     /// quantity/events/new users in this period's counter rows of `org`.

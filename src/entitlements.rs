@@ -444,12 +444,12 @@ mod tests {
     const EVE: &str = "00000000-0000-0000-0000-0000000000e2";
 
     fn setup() -> String {
-        Spi::run(&format!("INSERT INTO auth.users (id, email) VALUES ('{ADA}', 'ada@e.example'), ('{EVE}', 'eve@e.example')")).unwrap();
-        Spi::get_one::<String>(&format!(
-            "SELECT id::text FROM organizations WHERE owner_id = '{ADA}'"
+        let org = crate::testing::personal_organization_of_new_user(ADA, "ada@e.example");
+        Spi::run(&format!(
+            "INSERT INTO auth.users (id, email) VALUES ('{EVE}', 'eve@e.example')"
         ))
-        .unwrap()
-        .unwrap()
+        .unwrap();
+        org
     }
 
     fn access(user: &str, key: &str, org: &str) -> Value {
