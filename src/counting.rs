@@ -115,12 +115,19 @@ static COUNT_ONE_KNOWN: Statement = Statement::write(
 );
 
 /// Many events, from the transition table: per bucket the quantities, the events and the
-/// users new to the bucket.
+/// users new to the bucket. The events are grouped per user and day in one pass first (a long
+/// COPY holds few such groups), so everything after reads groups, not events.
 static COUNT_MANY: Statement = Statement::write(
-    "WITH ev AS (
-         SELECT n.organization_id, n.event_type, n.user_id, n.quantity, p.period,
-                usage_bucket_start(p.period, n.occurred_at) AS period_start
-         FROM new_events n CROSS JOIN (VALUES ('daily'), ('monthly')) AS p (period)
+    "WITH per_user_day AS (
+         SELECT n.organization_id, n.event_type, n.user_id,
+                usage_bucket_start('daily', n.occurred_at) AS day,
+                usage_bucket_start('monthly', n.occurred_at) AS month,
+                sum(n.quantity) AS quantity, count(*) AS events
+         FROM new_events n GROUP BY 1, 2, 3, 4, 5
+     ), ev AS (
+         SELECT g.organization_id, g.event_type, g.user_id, g.quantity, g.events, p.period,
+                CASE p.period WHEN 'daily' THEN g.day ELSE g.month END AS period_start
+         FROM per_user_day g CROSS JOIN (VALUES ('daily'), ('monthly')) AS p (period)
      ), new_users AS (
          INSERT INTO usage_active_users (organization_id, event_type, period, period_start, user_id)
          SELECT DISTINCT organization_id, event_type, period, period_start, user_id FROM ev
@@ -131,7 +138,7 @@ static COUNT_MANY: Statement = Statement::write(
          SELECT organization_id, event_type, period, period_start, count(*) AS users
          FROM new_users GROUP BY 1, 2, 3, 4
      ), sums AS (
-         SELECT organization_id, event_type, period, period_start, sum(quantity) AS quantity, count(*) AS events
+         SELECT organization_id, event_type, period, period_start, sum(quantity) AS quantity, sum(events) AS events
          FROM ev GROUP BY 1, 2, 3, 4
      )
      INSERT INTO usage_counters AS c
@@ -668,6 +675,42 @@ mod tests {
             Some(4),
             "two users, each in a daily and a monthly bucket"
         );
+    }
+
+    /// A statement of events over several days, users and quantities is counted per bucket
+    /// exactly as a recount of the events gives, distinct users included.
+    #[pg_test]
+    fn a_statement_over_several_days_is_counted_per_bucket() {
+        let org = org();
+        Spi::run(&format!(
+            "INSERT INTO usage_events (organization_id, user_id, event_type, quantity, occurred_at)
+             SELECT '{org}', (ARRAY['{U1}', '{U2}', NULL]::uuid[])[1 + g % 3],
+                    (ARRAY['api_call', 'automation_run'])[1 + g % 2], 1 + g % 4,
+                    now() - (g % 5) * interval '1 day'
+             FROM generate_series(1, 3000) g"
+        ))
+        .unwrap();
+        let mismatches = Spi::get_one::<i64>(&format!(
+            "WITH recount AS (
+                 SELECT e.event_type, p.period, usage_bucket_start(p.period, e.occurred_at) AS period_start,
+                        sum(e.quantity) AS q, count(*) AS n, count(DISTINCT e.user_id) AS users
+                 FROM usage_events e CROSS JOIN (VALUES ('daily'), ('monthly')) AS p (period)
+                 WHERE e.organization_id = '{org}' GROUP BY 1, 2, 3
+             ), counters AS (
+                 SELECT event_type, period, period_start, sum(total_quantity) AS q,
+                        sum(event_count) AS n, sum(unique_users) AS users
+                 FROM usage_counters WHERE organization_id = '{org}' GROUP BY 1, 2, 3
+             )
+             SELECT count(*) FROM recount r FULL JOIN counters c USING (event_type, period, period_start)
+             WHERE (r.q, r.n, r.users) IS DISTINCT FROM (c.q, c.n, c.users)"
+        ))
+        .unwrap();
+        assert_eq!(mismatches, Some(0));
+        let buckets = Spi::get_one::<i64>(&format!(
+            "SELECT count(*) FROM usage_counters WHERE organization_id = '{org}' AND period = 'daily'"
+        ))
+        .unwrap();
+        assert_eq!(buckets, Some(10), "two event types over five days");
     }
 
     /// How many times SQL called usage_writer() in this transaction (track_functions = all):
