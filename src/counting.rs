@@ -769,6 +769,53 @@ mod tests {
 
     /// A CHECK an operator adds to usage_counters is honoured: counting in place would not
     /// evaluate it, so counting then goes through SQL, which does.
+    /// Index scans of usage_counters in this transaction.
+    fn counter_index_scans() -> i64 {
+        Spi::get_one::<i64>(
+            "SELECT coalesce(idx_scan, 0) FROM pg_stat_xact_user_tables WHERE relid = 'usage_counters'::regclass",
+        )
+        .unwrap()
+        .unwrap_or(0)
+    }
+
+    /// Once counted in place, an event's counter rows are found where the last one left them,
+    /// without an index scan; rows removed or truncated since are found (or made) anew.
+    #[pg_test]
+    fn counter_rows_are_found_where_they_were_last_written() {
+        let org = org();
+        let event = format!(
+            "INSERT INTO usage_events (organization_id, user_id, event_type, quantity) VALUES ('{org}', NULL, 'api_call', 1)"
+        );
+        Spi::run(&event).unwrap();
+        Spi::run(&event).unwrap();
+        let scans = counter_index_scans();
+        assert!(
+            scans > 0,
+            "the first in-place update finds its rows by index"
+        );
+        Spi::run(&event).unwrap();
+        Spi::run(&event).unwrap();
+        assert_eq!(
+            counter_index_scans(),
+            scans,
+            "later events went straight to the rows"
+        );
+        assert_eq!(counted(&org, "monthly"), "4/4/0");
+        assert_eq!(counted(&org, "daily"), "4/4/0");
+
+        Spi::run(&format!(
+            "DELETE FROM usage_counters WHERE organization_id = '{org}'"
+        ))
+        .unwrap();
+        Spi::run(&event).unwrap();
+        assert_eq!(counted(&org, "monthly"), "1/1/0");
+        Spi::run("TRUNCATE usage_counters").unwrap();
+        Spi::run(&event).unwrap();
+        Spi::run(&event).unwrap();
+        assert_eq!(counted(&org, "monthly"), "2/2/0");
+        assert_eq!(counted(&org, "daily"), "2/2/0");
+    }
+
     #[pg_test]
     fn an_operators_check_on_counter_rows_sends_counting_to_sql() {
         let org = org();

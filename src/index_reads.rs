@@ -203,6 +203,88 @@ impl OpenScan {
         }
     }
 
+    /// The row at `tid` in `self.slot`, when that version is visible under the active
+    /// snapshot and holds exactly `keys` in the index's key columns (as the scan would have
+    /// found it); false otherwise, and the caller scans instead. The page is pruned first, as
+    /// the scan's heap fetch does, so that updated rows keep finding room on their page.
+    ///
+    /// # Safety
+    /// The relations are open; `self.slot` is the table's own slot (from `open`).
+    unsafe fn fetch_at(&mut self, tid: pg_sys::ItemPointerData, keys: &[Key<'_>]) -> bool {
+        // SAFETY: as the function's contract says; the block is read only when it exists.
+        unsafe {
+            if !std::ptr::eq((*self.slot).tts_ops, &pg_sys::TTSOpsBufferHeapTuple) {
+                return false;
+            }
+            let block = (u32::from(tid.ip_blkid.bi_hi) << 16) | u32::from(tid.ip_blkid.bi_lo);
+            let blocks = pg_sys::RelationGetNumberOfBlocksInFork(
+                self.table,
+                pg_sys::ForkNumber::MAIN_FORKNUM,
+            );
+            if block >= blocks {
+                return false;
+            }
+            let buffer = pg_sys::ReadBuffer(self.table, block);
+            pg_sys::heap_page_prune_opt(self.table, buffer);
+            pg_sys::ReleaseBuffer(buffer);
+            pg_sys::ExecClearTuple(self.slot);
+            let heap_slot = self.slot as *mut pg_sys::BufferHeapTupleTableSlot;
+            let tuple = std::ptr::addr_of_mut!((*heap_slot).base.tupdata);
+            (*tuple).t_self = tid;
+            let mut found_in: pg_sys::Buffer = pg_sys::InvalidBuffer as pg_sys::Buffer;
+            if !pg_sys::heap_fetch(
+                self.table,
+                pg_sys::GetActiveSnapshot(),
+                tuple,
+                &mut found_in,
+                false,
+            ) {
+                return false;
+            }
+            pg_sys::ExecStorePinnedBufferHeapTuple(tuple, self.slot, found_in);
+            (*self.slot).tts_tableOid = (*self.table).rd_id;
+            self.holds(keys)
+        }
+    }
+
+    /// True when the row in `self.slot` holds `keys`, byte for byte, in the index's key
+    /// columns. Equal bytes are equal under any collation; unequal ones only send the caller
+    /// to the scan.
+    ///
+    /// # Safety
+    /// The slot holds a row of the open table.
+    unsafe fn holds(&self, keys: &[Key<'_>]) -> bool {
+        // SAFETY: as the function's contract says; columns are read while the row is pinned.
+        unsafe {
+            let index = (*self.index).rd_index;
+            let columns = (*index)
+                .indkey
+                .values
+                .as_slice((*index).indnkeyatts as usize);
+            keys.iter().zip(columns).all(|(key, &attnum)| {
+                if attnum <= 0 {
+                    return false;
+                }
+                let mut is_null = false;
+                let value = pg_sys::slot_getattr(self.slot, attnum as i32, &mut is_null);
+                if is_null {
+                    return false;
+                }
+                match key {
+                    Key::Uuid(u) => {
+                        std::slice::from_raw_parts(value.cast_mut_ptr::<u8>(), 16) == u.as_bytes()
+                    }
+                    Key::Text(s) => {
+                        let text = pg_sys::pg_detoast_datum_packed(value.cast_mut_ptr());
+                        pgrx::varlena::varlena_to_byte_slice(text) == s.as_bytes()
+                    }
+                    Key::Timestamptz(t) => value.value() as i64 == *t,
+                    Key::Int4(n) => value.value() as i32 == *n,
+                }
+            })
+        }
+    }
+
     /// Ends the scan; the locks stay until the transaction ends, as a query's would.
     fn close(self) {
         // SAFETY: frees what `open` created, once.
@@ -374,6 +456,8 @@ fn update_found(
     }
     let attnums = attnums(open.table, rows.table, rows.columns);
     let attnums = &attnums[..rows.columns.len()];
+    // SAFETY: the relation is open.
+    let table_oid = unsafe { (*open.table).rd_id };
     // SAFETY: the relation is open; the slot is dropped below.
     let new = unsafe { pg_sys::table_slot_create(open.table, std::ptr::null_mut()) };
     let done = rows
@@ -381,14 +465,26 @@ fn update_found(
         .iter()
         .enumerate()
         .map(|(i, keys)| {
-            open.rescan(keys);
-            if !open.next() {
+            let remembered = remembered::at(table_oid, keys);
+            // SAFETY: the relations are open and the slot is the scan's.
+            let found = remembered.is_some_and(|tid| unsafe { open.fetch_at(tid, keys) }) || {
+                open.rescan(keys);
+                open.next()
+            };
+            if !found {
+                remembered::forget(table_oid, keys);
                 return InPlace::NotDone;
             }
             // SAFETY: the old version is in the scan's slot, pinned; the new one is written
             // only if the old one is still the latest (table_tuple_update checks it under
             // the buffer lock).
-            unsafe { update_row(&open, new, attnums, |values| change(i, values)) }
+            let done = unsafe { update_row(&open, new, attnums, |values| change(i, values)) };
+            match done {
+                // SAFETY: the update left the new version's location in its slot.
+                InPlace::Done => remembered::keep(table_oid, keys, unsafe { (*new).tts_tid }),
+                InPlace::NotDone => remembered::forget(table_oid, keys),
+            }
+            done
         })
         .collect();
     // SAFETY: created above, dropped once.
@@ -797,4 +893,180 @@ pub fn text(datum: Option<pg_sys::Datum>) -> Option<String> {
         pg_sys::pfree(s.cast());
         owned
     })
+}
+
+/// Where `update_in_place` last wrote each row, per backend: the next update of the same row
+/// looks there first instead of descending the index (`OpenScan::fetch_at` checks that the
+/// version found is visible and holds the same keys, so a stale location only costs the
+/// scan). The per-event writers update the same few rows of their own over and over.
+mod remembered {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    use pgrx::pg_sys;
+
+    use super::Key;
+
+    /// How many locations a backend keeps before starting afresh.
+    const CAP: usize = 16_384;
+
+    thread_local! {
+        static LOCATIONS: RefCell<HashMap<(pg_sys::Oid, Vec<u8>), pg_sys::ItemPointerData>> =
+            RefCell::new(HashMap::new());
+    }
+
+    /// The keys as bytes, each tagged with its kind (and text with its length).
+    fn encode(table: pg_sys::Oid, keys: &[Key<'_>]) -> (pg_sys::Oid, Vec<u8>) {
+        let mut bytes = Vec::with_capacity(64);
+        for key in keys {
+            match key {
+                Key::Uuid(u) => {
+                    bytes.push(b'u');
+                    bytes.extend_from_slice(u.as_bytes());
+                }
+                Key::Text(s) => {
+                    bytes.push(b't');
+                    bytes.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                    bytes.extend_from_slice(s.as_bytes());
+                }
+                Key::Timestamptz(t) => {
+                    bytes.push(b'z');
+                    bytes.extend_from_slice(&t.to_le_bytes());
+                }
+                Key::Int4(n) => {
+                    bytes.push(b'i');
+                    bytes.extend_from_slice(&n.to_le_bytes());
+                }
+            }
+        }
+        (table, bytes)
+    }
+
+    pub(super) fn at(table: pg_sys::Oid, keys: &[Key<'_>]) -> Option<pg_sys::ItemPointerData> {
+        LOCATIONS.with(|l| l.borrow().get(&encode(table, keys)).copied())
+    }
+
+    pub(super) fn keep(table: pg_sys::Oid, keys: &[Key<'_>], tid: pg_sys::ItemPointerData) {
+        LOCATIONS.with(|l| {
+            let mut l = l.borrow_mut();
+            if l.len() >= CAP {
+                l.clear();
+            }
+            l.insert(encode(table, keys), tid);
+        });
+    }
+
+    pub(super) fn forget(table: pg_sys::Oid, keys: &[Key<'_>]) {
+        LOCATIONS.with(|l| l.borrow_mut().remove(&encode(table, keys)));
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    use super::{remembered, update_in_place, InPlace, Key, KeyedRows};
+
+    fn located() -> (pg_sys::Oid, pg_sys::Oid) {
+        Spi::run(
+            "CREATE TABLE public.located (k int PRIMARY KEY, v int NOT NULL);
+             INSERT INTO public.located VALUES (1, 10), (2, 20)",
+        )
+        .unwrap();
+        let table = Spi::get_one::<pg_sys::Oid>("SELECT 'public.located'::regclass::oid")
+            .unwrap()
+            .unwrap();
+        let schema = Spi::get_one::<pg_sys::Oid>("SELECT 'public'::regnamespace::oid")
+            .unwrap()
+            .unwrap();
+        (table, schema)
+    }
+
+    /// Adds one to `v` of row `k` in place.
+    fn bump(schema: pg_sys::Oid, k: i32) -> InPlace {
+        let keys = [Key::Int4(k)];
+        let rows = KeyedRows {
+            table: c"located",
+            index: c"located_pkey",
+            rows: &[&keys],
+            columns: &[c"v"],
+            checks_upheld: &[],
+        };
+        let mut done = update_in_place(schema, &rows, |_, row| {
+            let v = row[0].map_or(0, |d| d.value() as i32);
+            row[0] = Some(pg_sys::Datum::from(v + 1));
+            true
+        });
+        done.remove(0)
+    }
+
+    fn values() -> String {
+        Spi::get_one::<String>(
+            "SELECT string_agg(k || '=' || v, ' ' ORDER BY k) FROM public.located",
+        )
+        .unwrap()
+        .unwrap()
+    }
+
+    fn tid_of(k: i32) -> pg_sys::ItemPointerData {
+        let text = Spi::get_one::<String>(&format!(
+            "SELECT ctid::text FROM public.located WHERE k = {k}"
+        ))
+        .unwrap()
+        .unwrap();
+        let (block, offset) = text
+            .trim_matches(|c| c == '(' || c == ')')
+            .split_once(',')
+            .unwrap();
+        let (block, offset): (u32, u16) = (block.parse().unwrap(), offset.parse().unwrap());
+        pg_sys::ItemPointerData {
+            ip_blkid: pg_sys::BlockIdData {
+                bi_hi: (block >> 16) as u16,
+                bi_lo: (block & 0xffff) as u16,
+            },
+            ip_posid: offset,
+        }
+    }
+
+    fn pair(tid: pg_sys::ItemPointerData) -> (u32, u16) {
+        (
+            (u32::from(tid.ip_blkid.bi_hi) << 16) | u32::from(tid.ip_blkid.bi_lo),
+            tid.ip_posid,
+        )
+    }
+
+    fn remembered_at(table: pg_sys::Oid, k: i32) -> Option<(u32, u16)> {
+        remembered::at(table, &[Key::Int4(k)]).map(pair)
+    }
+
+    /// An update remembers where it wrote the row's new version; a remembered location that
+    /// holds another row, or lies past the table's end, is not trusted: the row is found
+    /// through the index and the right one updated.
+    #[pg_test]
+    fn a_remembered_location_is_used_only_when_it_holds_the_same_keys() {
+        let (table, schema) = located();
+        assert_eq!(bump(schema, 1), InPlace::Done);
+        assert_eq!(values(), "1=11 2=20");
+        assert_eq!(remembered_at(table, 1), Some(pair(tid_of(1))));
+
+        // Row 1 remembered where row 2 lives: row 1 is updated, row 2 left alone.
+        remembered::keep(table, &[Key::Int4(1)], tid_of(2));
+        assert_eq!(bump(schema, 1), InPlace::Done);
+        assert_eq!(values(), "1=12 2=20");
+        assert_eq!(remembered_at(table, 1), Some(pair(tid_of(1))));
+
+        // Past the table's last block.
+        let mut far = tid_of(1);
+        far.ip_blkid.bi_lo = 1000;
+        remembered::keep(table, &[Key::Int4(1)], far);
+        assert_eq!(bump(schema, 1), InPlace::Done);
+        assert_eq!(values(), "1=13 2=20");
+
+        // A version this transaction deleted: nothing is updated, and nothing remembered.
+        Spi::run("DELETE FROM public.located WHERE k = 1").unwrap();
+        assert_eq!(bump(schema, 1), InPlace::NotDone);
+        assert_eq!(values(), "2=20");
+        assert_eq!(remembered_at(table, 1), None);
+    }
 }
