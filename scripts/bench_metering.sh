@@ -8,7 +8,7 @@
 #
 # Settings (environment): SECONDS_PER_RUN (10), CLIENTS ("1 4 16"), ORGS (1000),
 # BIG_EVENTS (10000000: the size check_feature_access is measured at), ROUNDS (2),
-# SECTIONS ("1 2 3 4 5 6 7": which parts to run).
+# SECTIONS ("1 2 3 4 5 6 7 8": which parts to run).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 DB=saas_core_bench_metering
@@ -17,7 +17,7 @@ CLIENTS=${CLIENTS:-"1 4 16"}
 ORGS=${ORGS:-1000}
 BIG=${BIG_EVENTS:-10000000}
 ROUNDS=${ROUNDS:-2}
-SECTIONS=" ${SECTIONS:-1 2 3 4 5 6 7} "
+SECTIONS=" ${SECTIONS:-1 2 3 4 5 6 7 8} "
 section() { [[ "$SECTIONS" == *" $1 "* ]]; }
 if [ "${QUICK:-0}" = "1" ]; then T=3; BIG=1000000; ROUNDS=1; fi
 PGB="$ROOT/bench/metering/pgbench"
@@ -158,6 +158,57 @@ sql "VACUUM ANALYZE" >/dev/null
 # A tail of unfolded events, as between two scheduled folds.
 sql "SELECT bench_metering.time_batch('usage_events', 10000, $ORGS)" >/dev/null
 cfa_round "$(sql "SELECT count(*) FROM usage_events") events"
+fi
+
+if section 8; then
+log "8. instructions per statement (valgrind callgrind, one backend): deterministic, unlike tps"
+# The same statements in a single-user backend, N1 then N2 of them from one starting copy of
+# a small cluster of its own: (instructions(N2) - instructions(N1)) / (N2 - N1) is one
+# statement's steady cost, whatever else the machine is doing. 100 organizations, each
+# counted by 16 writers first (as after a 16-client run), so reading usage adds up as many
+# counter rows as it would then.
+command -v valgrind >/dev/null || apt-get install -y -qq valgrind >/dev/null
+CG="$OUT/cg"; rm -rf "$CG"; mkdir -p "$CG"; chown postgres "$CG"
+as_postgres "$PG_BIN/initdb" -D "$CG/data" --auth=trust --locale=C.UTF-8 >/dev/null
+cg_ctl() { as_postgres "$PG_BIN/pg_ctl" -D "$CG/data" -l "$CG/server.log" -w -o "-p 55452 -k $CG -c listen_addresses=''" "$@" >/dev/null; }
+cg_sql() { "$PG_BIN/psql" -X -q -At -h "$CG" -p 55452 -d "$DB" "$@"; }
+cg_ctl start
+"$PG_BIN/psql" -X -q -h "$CG" -p 55452 -d postgres -c "CREATE DATABASE $DB"
+cg_sql -c "CREATE EXTENSION saas_core"
+cg_sql -v orgs=100 -f "$ROOT/bench/metering/setup.sql"
+PGOPTIONS="-c role=service_role" "$PG_BIN/pgbench" -h "$CG" -p 55452 -n -c 16 -j 4 -t 200 -D orgs=100 \
+  -f "$OUT/pgbench/record_usage.sql" -d "$DB" >/dev/null 2>&1
+writers=$(cg_sql -c "SELECT round(avg(n), 1) FROM (SELECT count(*) AS n FROM usage_counters
+                     WHERE period = 'monthly' AND event_type = 'api_call' GROUP BY organization_id) w")
+N1=500; N2=2500
+for kind in saas constrained record keyed; do
+  for n in $N1 $N2; do
+    { echo "SET ROLE service_role;"
+      cg_sql -c "SELECT CASE '$kind'
+         WHEN 'saas' THEN format('INSERT INTO usage_events (organization_id, user_id, event_type, quantity) VALUES (%L, %L, ''api_call'', 1);', o, u)
+         WHEN 'constrained' THEN format('INSERT INTO bench_metering.constrained (organization_id, user_id, event_type, quantity) VALUES (%L, %L, ''api_call'', 1);', o, u)
+         WHEN 'record' THEN format('SELECT record_usage(%L, ''api_call'', 1, %L, NULL, ''{}'', %L);', o, 'cg-$n-' || i, u)
+         WHEN 'keyed' THEN format('INSERT INTO bench_metering.constrained (organization_id, user_id, event_type, quantity, idempotency_key) VALUES (%L, %L, ''api_call'', 1, %L);', o, u, 'cg-$n-' || i)
+       END
+       FROM (SELECT i, bench_metering.org_id(1 + (i * 7919) % 100) AS o, bench_metering.user_id(1 + (i * 7919) % 100) AS u
+             FROM generate_series(1, $n) i) s"; } > "$CG/${kind}_$n.sql"
+  done
+done
+chmod a+r "$CG"/*.sql
+cg_sql -c "CHECKPOINT"
+cg_ctl stop
+as_postgres cp -a "$CG/data" "$CG/base"
+instructions() {  # instructions KIND N: what N statements of KIND cost, start-up included
+  rm -rf "$CG/run"; as_postgres cp -a "$CG/base" "$CG/run"
+  as_postgres valgrind --tool=callgrind --callgrind-out-file=/dev/null "$PG_BIN/postgres" --single \
+    -D "$CG/run" -c synchronous_commit=off "$DB" < "$CG/$1_$2.sql" 2>&1 >/dev/null \
+    | awk '/Collected :/ {print $NF}'
+}
+per_statement() { echo $(( ($(instructions "$1" $N2) - $(instructions "$1" $N1)) / (N2 - N1) )); }
+saas=$(per_statement saas); cons=$(per_statement constrained)
+rec=$(per_statement record); keyed=$(per_statement keyed)
+record "instructions: INSERT INTO usage_events" "$saas per event" "$(ratio "$cons" "$saas")x constrained ($cons)"
+record "instructions: record_usage (hard limit, key; $writers writers)" "$rec per call" "$(ratio "$keyed" "$rec")x constrained+key ($keyed)"
 fi
 
 log "results ($RESULTS)"
