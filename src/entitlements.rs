@@ -394,7 +394,7 @@ fn get_usage_summary(org_id: Option<Uuid>) -> RawJsonb {
         limits.insert(key.to_string(), Value::Object(out));
     }
     jsonb::build(&json!({
-        "organization_id": org.to_string(),
+        "organization_id": jsonb::uuid_text(&org),
         "plan": plan,
         "subscription_status": status,
         "role": match role { Role::Service => json!("service_role"), _ => json!(member_role) },

@@ -244,3 +244,11 @@ mod tests {
         assert_eq!(text.as_deref(), Some(r#"[1, {"k": "v"}]"#));
     }
 }
+
+/// A uuid as answers spell it (lower-case, hyphenated), without pgrx's per-byte formatting:
+/// the per-request answers name one or two.
+pub fn uuid_text(u: &pgrx::Uuid) -> String {
+    uuid::Uuid::from_bytes(*u.as_bytes())
+        .hyphenated()
+        .to_string()
+}

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use pgrx::{AnyNumeric, PgTupleDesc, Uuid};
+use pgrx::{AnyNumeric, PgMemoryContexts, PgTupleDesc, Uuid};
 use serde_json::{json, Map, Value};
 
 use crate::auth_context;
@@ -433,9 +433,8 @@ fn limits_answer(catalog: &PlanCatalog, plan: &str, r: &Request, role: Role) -> 
     limits
 }
 
-/// Records one event (all checks passed) and answers for it.
+/// What `record_usage` answers for one recorded event.
 fn answer(
-    client: &mut SpiClient<'_>,
     r: &Request,
     id: Uuid,
     role: Role,
@@ -445,8 +444,11 @@ fn answer(
     let mut out = Map::new();
     out.insert("recorded".into(), json!(true));
     out.insert("duplicate".into(), json!(false));
-    out.insert("event_id".into(), json!(id.to_string()));
-    out.insert("organization_id".into(), json!(r.org.to_string()));
+    out.insert("event_id".into(), json!(crate::jsonb::uuid_text(&id)));
+    out.insert(
+        "organization_id".into(),
+        json!(crate::jsonb::uuid_text(&r.org)),
+    );
     out.insert("event_type".into(), json!(r.event_type));
     out.insert("quantity".into(), crate::entitlements::number(r.quantity_f));
     out.insert("over_limit".into(), json!(over_limit));
@@ -454,14 +456,11 @@ fn answer(
         "limits".into(),
         Value::Object(limits_answer(catalog, plan, r, role)),
     );
-    let answer = Value::Object(out);
-    if let Some(key) = &r.key {
-        keep_answer(client, catalog.schema, r.org, key, &answer);
-    }
-    answer
+    Value::Object(out)
 }
 
-/// Keeps `answer` with the key this call claimed, for a repeated call to return: written in
+/// Keeps `answer` (built as `response`) with the key this call claimed, for a repeated call to
+/// return: written in
 /// place into the key's row (just inserted by this transaction), without a statement; through
 /// SQL when that cannot be done (src/index_reads.rs says when).
 fn keep_answer(
@@ -470,8 +469,8 @@ fn keep_answer(
     org: Uuid,
     key: &str,
     answer: &Value,
+    response: RawJsonb,
 ) {
-    let response = crate::jsonb::build(answer);
     let keys = [index_reads::Key::Uuid(org), index_reads::Key::Text(key)];
     let rows = index_reads::KeyedRows {
         table: c"usage_idempotency_keys",
@@ -537,6 +536,8 @@ fn record_usage(
     let org = errors::required(org_id, "org_id");
     let event_type = errors::required(event_type, "event_type");
     let quantity = errors::required(quantity, "quantity");
+    // SAFETY: reads the backend's current memory context, the call's.
+    let returned_from = unsafe { pg_sys::CurrentMemoryContext };
     let answer = Spi::connect_mut(|client| {
         let caller = caller(client);
         check_shape(event_type, idempotency_key).unwrap_or_else(|r| r.raise());
@@ -561,7 +562,7 @@ fn record_usage(
             claimed_in_place = claim_key_in_place(catalog.schema, org, key, id);
             if !claimed_in_place {
                 if let Some(first) = claim_key(client, org, key, id) {
-                    return Ok(first);
+                    return first;
                 }
             }
         }
@@ -581,18 +582,19 @@ fn record_usage(
             // No event, so no foreign-key check of the organization: the key's own is made.
             organization_still_exists(client, org);
         }
-        let answer = answer(
-            client,
-            &request,
-            id,
-            role,
-            (&catalog, &plan),
-            admission.over_soft,
-        );
-        Err(answer)
+        let answer = answer(&request, id, role, (&catalog, &plan), admission.over_soft);
+        // Built once, in the caller's memory (SPI's is freed on return), for the key's row
+        // and for the caller.
+        // SAFETY: the caller's context outlives this SPI connection.
+        let built = unsafe {
+            PgMemoryContexts::For(returned_from).switch_to(|_| crate::jsonb::build(&answer))
+        };
+        if let Some(key) = &request.key {
+            keep_answer(client, catalog.schema, org, key, &answer, built);
+        }
+        built
     });
-    // A new answer becomes jsonb here, in the caller's memory (not SPI's, freed on return).
-    answer.unwrap_or_else(|built| crate::jsonb::build(&built))
+    answer
 }
 
 static BATCH_ELEMENTS: Statement = Statement::read(
@@ -820,7 +822,18 @@ fn record_usage_batch(events: Option<RawJsonb>) -> RawJsonb {
         }
         accepted.write(client);
         for (index, r, id, role, plan, over_soft) in answered {
-            results[index] = answer(client, &r, id, role, (&catalog, &plan), over_soft);
+            let answer = answer(&r, id, role, (&catalog, &plan), over_soft);
+            if let Some(key) = &r.key {
+                keep_answer(
+                    client,
+                    catalog.schema,
+                    r.org,
+                    key,
+                    &answer,
+                    crate::jsonb::build(&answer),
+                );
+            }
+            results[index] = answer;
         }
         Value::Array(results)
     });
