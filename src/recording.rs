@@ -113,13 +113,16 @@ fn check_shape(event_type: &str, key: Option<&str>) -> Result<(), Refusal> {
 /// (src/index_reads.rs).
 fn authorize(catalog: &PlanCatalog, org: Uuid, caller: &Caller) -> Result<(Role, String), Refusal> {
     let (role, plan, exists) = index_reads::with_snapshot(Visibility::of_spi(), || {
-        (
-            caller
-                .uid
-                .and_then(|uid| entitlements::member_role(catalog, org, uid)),
-            entitlements::subscription(catalog, org).0,
-            caller.service && entitlements::organization_exists(catalog, org),
-        )
+        let role = caller
+            .uid
+            .and_then(|uid| entitlements::member_role(catalog, org, uid));
+        let (plan, status) = entitlements::subscription(catalog, org);
+        // A subscription (status NOT NULL) seen in this snapshot is one of an organization
+        // seen in it too (its foreign key cascades): only without one is the organization
+        // looked up.
+        let exists =
+            caller.service && (status.is_some() || entitlements::organization_exists(catalog, org));
+        (role, plan, exists)
     });
     let denied = |message: &str| {
         Err(Refusal::new(
