@@ -353,6 +353,7 @@ fn add_in_place(event: &SingleEvent) -> Vec<Period> {
         rows: &rows,
         columns: &[c"total_quantity", c"event_count"],
         checks_upheld: &[],
+        remember: true,
     };
     let done = index_reads::update_in_place(extension_schema(), &counters, |_, row| {
         let (Some(total), Some(events)) = (row[0], row[1]) else {

@@ -396,6 +396,10 @@ pub struct KeyedRows<'a> {
     /// The table's CHECK constraints the change keeps true (this does not evaluate them); a
     /// table with any other sends the caller to its SQL.
     pub checks_upheld: &'a [&'static CStr],
+    /// Whether to remember where each row's new version went (`remembered`), for rows the
+    /// caller updates again and again (a backend's own counter rows and lease); a row written
+    /// once would only crowd those out.
+    pub remember: bool,
 }
 
 /// Updates each of `rows` (those found), as a new statement of a READ COMMITTED transaction
@@ -465,7 +469,10 @@ fn update_found(
         .iter()
         .enumerate()
         .map(|(i, keys)| {
-            let remembered = remembered::at(table_oid, keys);
+            let remembered = rows
+                .remember
+                .then(|| remembered::at(table_oid, keys))
+                .flatten();
             // SAFETY: the relations are open and the slot is the scan's.
             let found = remembered.is_some_and(|tid| unsafe { open.fetch_at(tid, keys) }) || {
                 open.rescan(keys);
@@ -481,7 +488,10 @@ fn update_found(
             let done = unsafe { update_row(&open, new, attnums, |values| change(i, values)) };
             match done {
                 // SAFETY: the update left the new version's location in its slot.
-                InPlace::Done => remembered::keep(table_oid, keys, unsafe { (*new).tts_tid }),
+                InPlace::Done if rows.remember => {
+                    remembered::keep(table_oid, keys, unsafe { (*new).tts_tid })
+                }
+                InPlace::Done => {}
                 InPlace::NotDone => remembered::forget(table_oid, keys),
             }
             done
@@ -983,8 +993,8 @@ mod tests {
         (table, schema)
     }
 
-    /// Adds one to `v` of row `k` in place.
-    fn bump(schema: pg_sys::Oid, k: i32) -> InPlace {
+    /// Adds one to `v` of row `k` in place, remembering where unless told not to.
+    fn bump_remembering(schema: pg_sys::Oid, k: i32, remember: bool) -> InPlace {
         let keys = [Key::Int4(k)];
         let rows = KeyedRows {
             table: c"located",
@@ -992,6 +1002,7 @@ mod tests {
             rows: &[&keys],
             columns: &[c"v"],
             checks_upheld: &[],
+            remember,
         };
         let mut done = update_in_place(schema, &rows, |_, row| {
             let v = row[0].map_or(0, |d| d.value() as i32);
@@ -999,6 +1010,10 @@ mod tests {
             true
         });
         done.remove(0)
+    }
+
+    fn bump(schema: pg_sys::Oid, k: i32) -> InPlace {
+        bump_remembering(schema, k, true)
     }
 
     fn values() -> String {
@@ -1063,10 +1078,15 @@ mod tests {
         assert_eq!(bump(schema, 1), InPlace::Done);
         assert_eq!(values(), "1=13 2=20");
 
+        // A row written once (remember: false) leaves no location behind.
+        assert_eq!(bump_remembering(schema, 2, false), InPlace::Done);
+        assert_eq!(values(), "1=13 2=21");
+        assert_eq!(remembered_at(table, 2), None);
+
         // A version this transaction deleted: nothing is updated, and nothing remembered.
         Spi::run("DELETE FROM public.located WHERE k = 1").unwrap();
         assert_eq!(bump(schema, 1), InPlace::NotDone);
-        assert_eq!(values(), "2=20");
+        assert_eq!(values(), "2=21");
         assert_eq!(remembered_at(table, 1), None);
     }
 }

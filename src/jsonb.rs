@@ -213,6 +213,14 @@ unsafe impl SqlTranslatable for RawJsonb {
         Ok(ReturnsRef::One(SqlMappingRef::literal("jsonb")));
 }
 
+/// A uuid as answers spell it (lower-case, hyphenated), without pgrx's per-byte formatting:
+/// the per-request answers name one or two.
+pub fn uuid_text(u: &pgrx::Uuid) -> String {
+    uuid::Uuid::from_bytes(*u.as_bytes())
+        .hyphenated()
+        .to_string()
+}
+
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]
 mod tests {
@@ -243,12 +251,4 @@ mod tests {
             Spi::get_one_with_args::<String>("SELECT $1::text", &[Some(array).into()]).unwrap();
         assert_eq!(text.as_deref(), Some(r#"[1, {"k": "v"}]"#));
     }
-}
-
-/// A uuid as answers spell it (lower-case, hyphenated), without pgrx's per-byte formatting:
-/// the per-request answers name one or two.
-pub fn uuid_text(u: &pgrx::Uuid) -> String {
-    uuid::Uuid::from_bytes(*u.as_bytes())
-        .hyphenated()
-        .to_string()
 }

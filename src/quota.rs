@@ -290,6 +290,7 @@ fn take_from_lease(
             columns: &[c"window_start", c"limit_value", c"granted", c"used"],
             // used <= granted: checked below before writing.
             checks_upheld: &[c"usage_meter_leases_used_check"],
+            remember: true,
         };
         let mut no_room = false;
         let done = index_reads::update_in_place(schema, &lease, |_, row| {

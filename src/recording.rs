@@ -195,8 +195,8 @@ static FIRST_RESULT: Statement = Statement::read(
 );
 
 static KEEP_RESULT: Statement = Statement::write(
-    "UPDATE usage_idempotency_keys SET response = $3::jsonb WHERE organization_id = $1 AND idempotency_key = $2",
-    &[types::UUID, types::TEXT, types::TEXT],
+    "UPDATE usage_idempotency_keys SET response = $3 WHERE organization_id = $1 AND idempotency_key = $2",
+    &[types::UUID, types::TEXT, types::JSONB],
 );
 
 /// Claims `key` for `event_id`; a key recorded before returns the first call's result.
@@ -462,8 +462,7 @@ fn answer(
     Value::Object(out)
 }
 
-/// Keeps `answer` (built as `response`) with the key this call claimed, for a repeated call to
-/// return: written in
+/// Keeps `answer` with the key this call claimed, for a repeated call to return: written in
 /// place into the key's row (just inserted by this transaction), without a statement; through
 /// SQL when that cannot be done (src/index_reads.rs says when).
 fn keep_answer(
@@ -471,8 +470,7 @@ fn keep_answer(
     schema: pg_sys::Oid,
     org: Uuid,
     key: &str,
-    answer: &Value,
-    response: RawJsonb,
+    answer: RawJsonb,
 ) {
     let keys = [index_reads::Key::Uuid(org), index_reads::Key::Text(key)];
     let rows = index_reads::KeyedRows {
@@ -482,16 +480,18 @@ fn keep_answer(
         columns: &[c"response"],
         // The key is left as it is.
         checks_upheld: &[c"usage_idempotency_keys_key_check"],
+        // Written once: nothing to find again.
+        remember: false,
     };
     let done = index_reads::update_in_place(schema, &rows, |_, row| {
-        row[0] = response.into_datum();
+        row[0] = answer.into_datum();
         true
     });
     if done.first() != Some(&index_reads::InPlace::Done) {
         spi::run(
             client,
             &KEEP_RESULT,
-            &[org.into(), key.into(), answer.to_string().into()],
+            &[org.into(), key.into(), answer.into()],
             "keeping the result",
         );
     }
@@ -593,7 +593,7 @@ fn record_usage(
             PgMemoryContexts::For(returned_from).switch_to(|_| crate::jsonb::build(&answer))
         };
         if let Some(key) = &request.key {
-            keep_answer(client, catalog.schema, org, key, &answer, built);
+            keep_answer(client, catalog.schema, org, key, built);
         }
         built
     });
@@ -827,14 +827,8 @@ fn record_usage_batch(events: Option<RawJsonb>) -> RawJsonb {
         for (index, r, id, role, plan, over_soft) in answered {
             let answer = answer(&r, id, role, (&catalog, &plan), over_soft);
             if let Some(key) = &r.key {
-                keep_answer(
-                    client,
-                    catalog.schema,
-                    r.org,
-                    key,
-                    &answer,
-                    crate::jsonb::build(&answer),
-                );
+                let built = crate::jsonb::build(&answer);
+                keep_answer(client, catalog.schema, r.org, key, built);
             }
             results[index] = answer;
         }
@@ -1085,6 +1079,35 @@ mod tests {
                 "SELECT count(*) FROM usage_events WHERE organization_id = '{org}' AND idempotency_key LIKE 'key-%'"
             )),
             400
+        );
+    }
+
+    /// With an operator's UPDATE trigger on the keys table, the answer is kept through SQL
+    /// (the trigger sees it) and a repeat of the key returns it.
+    #[pg_test]
+    fn an_answer_kept_through_sql_is_returned_again() {
+        let org = crate::testing::personal_organization_of_new_user(OWNER, "kept@example.com");
+        Spi::run(
+            "CREATE TEMP TABLE kept_answers (answer jsonb);
+             CREATE FUNCTION pg_temp.note_answer() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN INSERT INTO kept_answers VALUES (NEW.response); RETURN NEW; END $$;
+             CREATE TRIGGER note_answer BEFORE UPDATE ON usage_idempotency_keys
+               FOR EACH ROW EXECUTE FUNCTION pg_temp.note_answer()",
+        )
+        .unwrap();
+        let call = format!("SELECT record_usage('{org}', 'api_call', 3, 'kept')");
+        let first = Spi::get_one::<pgrx::JsonB>(&call).unwrap().unwrap().0;
+        let again = Spi::get_one::<pgrx::JsonB>(&call).unwrap().unwrap().0;
+        assert_eq!(first["recorded"], serde_json::json!(true));
+        assert_eq!(again["duplicate"], serde_json::json!(true));
+        assert_eq!(again["event_id"], first["event_id"]);
+        let kept = Spi::get_one::<pgrx::JsonB>("SELECT answer FROM kept_answers")
+            .unwrap()
+            .unwrap()
+            .0;
+        assert_eq!(
+            kept["event_id"], first["event_id"],
+            "the trigger saw the answer"
         );
     }
 
